@@ -1,0 +1,74 @@
+"""The tensors a learner sees: :class:`Transitions` and :class:`MetaBatch`.
+
+They live with the learners (not the harness) so that ``algorithms`` imports neither ``envs`` nor
+``harness``; the harness builds them from stored datasets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """Offline transitions with the SPEC §2 fields; leading dims are free (``[..., batch]``).
+
+    Attributes:
+        obs: ``[..., B, obs_dim]``
+        action: ``[..., B, act_dim]``
+        reward: ``[..., B]``
+        next_obs: ``[..., B, obs_dim]``
+        done: ``[..., B]`` 1.0 where the episode terminated (not truncated) at this step.
+        mc_return: ``[..., B]`` discounted reward-to-go to the end of the stored trajectory.
+        terminal_obs: ``[..., B, obs_dim]`` that trajectory's last ``next_obs``.
+        terminal_discount: ``[..., B]`` γ^(T−t); 0 where the trajectory ended by termination.
+    """
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    next_obs: torch.Tensor
+    done: torch.Tensor
+    mc_return: torch.Tensor
+    terminal_obs: torch.Tensor
+    terminal_discount: torch.Tensor
+
+    def map(self, fn) -> Transitions:
+        return Transitions(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+
+    def to(self, device: torch.device | str) -> Transitions:
+        return self.map(lambda t: t.to(device))
+
+    def __len__(self) -> int:
+        return self.reward.shape[-1]
+
+    @staticmethod
+    def stack(items: list[Transitions]) -> Transitions:
+        """Stack equal-length transition sets along a new leading (task) dim."""
+        return Transitions(
+            **{f.name: torch.stack([getattr(t, f.name) for t in items]) for f in fields(Transitions)}
+        )
+
+
+@dataclass(frozen=True)
+class MetaBatch:
+    """One meta-training batch: per sampled train task an inner (support) and outer (query) batch.
+
+    Attributes:
+        inner: ``Transitions`` shaped ``[tasks, inner_batch, ...]`` (consecutive rows, SPEC §4).
+        outer: ``Transitions`` shaped ``[tasks, outer_batch, ...]`` (uniform rows).
+        task_ids: ``[tasks]`` positions of the sampled tasks among the train tasks (0..n_train−1).
+    """
+
+    inner: Transitions
+    outer: Transitions
+    task_ids: torch.Tensor
+
+    def to(self, device: torch.device | str) -> MetaBatch:
+        return MetaBatch(self.inner.to(device), self.outer.to(device), self.task_ids.to(device))
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.task_ids.shape[0])

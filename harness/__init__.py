@@ -1,0 +1,1 @@
+"""The harness: datasets, collection, runs, evaluation, aggregation and plots."""

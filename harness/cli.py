@@ -1,0 +1,125 @@
+"""``python -m harness …``: build, inspect and verify datasets; list what is registered.
+
+Every user error (unknown name, missing or corrupt file) ends in one line on stderr and exit
+status 2; nothing is overwritten on the way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _cmd_data_build(args) -> None:
+    from harness.collect.build import build
+
+    out = build(
+        args.family, args.budget, args.seed, args.root, workers=args.workers,
+        progress=not args.quiet, force=args.force,
+    )
+    print(out)
+
+
+def _cmd_data_verify(args) -> None:
+    from harness.collect.build import require_dataset
+    from harness.datasets import read_manifest
+
+    out = require_dataset(args.family, args.budget, args.seed, args.root)
+    n = len(read_manifest(out)["files"])
+    print(f"ok: {n} task files of {args.family} ({args.budget}) match their sha256 — {out}")
+
+
+def _cmd_data_info(args) -> None:
+    from harness.collect.build import require_dataset
+    from harness.datasets import load_task_arrays, manifest_hash, read_manifest
+
+    out = require_dataset(args.family, args.budget, args.seed, args.root)
+    man = read_manifest(out)
+    fam = man["family"]
+    print(f"{fam['name']}  ({args.budget}, seed {args.seed})  {out}")
+    print(f"  obs {fam['obs_dim']}  act {fam['act_dim']}  horizon {fam['horizon']}  "
+          f"score {fam['score']}  train {len(fam['train_indices'])}  test {len(fam['test_indices'])}")
+    print(f"  manifest sha256 {manifest_hash(out)}")
+    gen = man["generator"]
+    print(f"  generator {gen['collector']} {gen['budget']}")
+    header = f"  {'task':>5} {'split':>5} {'rows':>7} {'eps':>4}   {'return q25/q50/q75':^26}"
+    header += "   early→late return" + ("   early→late success" if fam["score"] == "success" else "")
+    print(header)
+    test = set(fam["test_indices"])
+    early_all, late_all = [], []
+    for key in sorted(man["files"], key=int):
+        a = load_task_arrays(out, man["files"][key])
+        r, s = a["episode_return"], a["episode_success"]
+        k = max(1, len(r) // 3)
+        early, late = r[:k].mean(), r[-k:].mean()
+        early_all.append(early)
+        late_all.append(late)
+        q = np.quantile(r, [0.25, 0.5, 0.75])
+        line = (f"  {key:>5} {'test' if int(key) in test else 'train':>5} {len(a['reward']):>7} "
+                f"{len(r):>4}   {q[0]:8.1f} {q[1]:8.1f} {q[2]:8.1f}   {early:8.1f} → {late:8.1f}")
+        if fam["score"] == "success":
+            line += f"   {s[:k].mean():.2f} → {s[-k:].mean():.2f}"
+        print(line)
+    print(f"  mean over tasks: first third of episodes {np.mean(early_all):.1f}, "
+          f"last third {np.mean(late_all):.1f}")
+
+
+def _cmd_list(args) -> None:
+    from envs import known_families
+
+    print("families: " + ", ".join(known_families()))
+    try:
+        from algorithms import known_learners
+
+        print("algorithms: " + ", ".join(known_learners()))
+    except ImportError:  # pragma: no cover
+        pass
+    from harness.collect.build import BUDGET_NAMES
+
+    print("dataset budgets: " + ", ".join(BUDGET_NAMES))
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="build, inspect and verify offline datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    for name, fn, help_ in (
+        ("build", _cmd_data_build, "generate a family's datasets (resumes an interrupted build)"),
+        ("info", _cmd_data_info, "tasks, sizes and return quantiles early vs late in each buffer"),
+        ("verify", _cmd_data_verify, "check every file against the manifest's sha256"),
+    ):
+        d = dsub.add_parser(name, help=help_)
+        d.add_argument("family", help="task family, e.g. point-robot, cheetah-vel, ml1-reach")
+        d.add_argument("--budget", default="default", help="tiny | small | default")
+        d.add_argument("--seed", type=int, default=0, help="generator seed")
+        d.add_argument("--root", type=Path, default=None, help="cache root (default $OMRL_DATA or ./data)")
+        if name == "build":
+            d.add_argument("--workers", type=int, default=2, help="parallel processes")
+            d.add_argument("--force", action="store_true", help="discard and rebuild")
+            d.add_argument("--quiet", action="store_true", help="no progress bars")
+        d.set_defaults(fn=fn)
+
+    lst = sub.add_parser("list", help="registered families, algorithms and budgets")
+    lst.set_defaults(fn=_cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from harness.datasets import DatasetError
+
+    try:
+        args.fn(args)
+    except (DatasetError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted — finished work is kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    return 0
