@@ -48,7 +48,10 @@ class Transitions:
     def stack(items: list[Transitions]) -> Transitions:
         """Stack equal-length transition sets along a new leading (task) dim."""
         return Transitions(
-            **{f.name: torch.stack([getattr(t, f.name) for t in items]) for f in fields(Transitions)}
+            **{
+                f.name: torch.stack([getattr(t, f.name) for t in items])
+                for f in fields(Transitions)
+            }
         )
 
 

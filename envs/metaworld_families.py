@@ -108,8 +108,12 @@ class MetaWorldFamily(TaskFamily):
                 if counts.get(t.env_name, 0) >= per_class[split]:
                     continue
                 counts[t.env_name] = counts.get(t.env_name, 0) + 1
-                params = {"benchmark": kind, "split": split, "env_name": t.env_name,
-                          "task_list_index": pos}
+                params = {
+                    "benchmark": kind,
+                    "split": split,
+                    "env_name": t.env_name,
+                    "task_list_index": pos,
+                }
                 if ml1_class is not None:
                     params["ml1_class"] = ml1_class
                 split_idx[split].append(len(tasks))
@@ -130,7 +134,15 @@ def _ml1(name: str) -> MetaWorldFamily:
 
 
 register_family_prefix("ml1-", _ml1)
-register_family("ml10", lambda: MetaWorldFamily(
-    "ml10", "ML10", None, {"train": TASKS_PER_CLASS, "test": TASKS_PER_CLASS}))
-register_family("ml45", lambda: MetaWorldFamily(
-    "ml45", "ML45", None, {"train": TASKS_PER_CLASS, "test": TASKS_PER_CLASS}))
+register_family(
+    "ml10",
+    lambda: MetaWorldFamily(
+        "ml10", "ML10", None, {"train": TASKS_PER_CLASS, "test": TASKS_PER_CLASS}
+    ),
+)
+register_family(
+    "ml45",
+    lambda: MetaWorldFamily(
+        "ml45", "ML45", None, {"train": TASKS_PER_CLASS, "test": TASKS_PER_CLASS}
+    ),
+)

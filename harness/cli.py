@@ -17,8 +17,13 @@ def _cmd_data_build(args) -> None:
     from harness.collect.build import build
 
     out = build(
-        args.family, args.budget, args.seed, args.root, workers=args.workers,
-        progress=not args.quiet, force=args.force,
+        args.family,
+        args.budget,
+        args.seed,
+        args.root,
+        workers=args.workers,
+        progress=not args.quiet,
+        force=args.force,
     )
     print(out)
 
@@ -40,13 +45,17 @@ def _cmd_data_info(args) -> None:
     man = read_manifest(out)
     fam = man["family"]
     print(f"{fam['name']}  ({args.budget}, seed {args.seed})  {out}")
-    print(f"  obs {fam['obs_dim']}  act {fam['act_dim']}  horizon {fam['horizon']}  "
-          f"score {fam['score']}  train {len(fam['train_indices'])}  test {len(fam['test_indices'])}")
+    print(
+        f"  obs {fam['obs_dim']}  act {fam['act_dim']}  horizon {fam['horizon']}  "
+        f"score {fam['score']}  train {len(fam['train_indices'])}  test {len(fam['test_indices'])}"
+    )
     print(f"  manifest sha256 {manifest_hash(out)}")
     gen = man["generator"]
     print(f"  generator {gen['collector']} {gen['budget']}")
     header = f"  {'task':>5} {'split':>5} {'rows':>7} {'eps':>4}   {'return q25/q50/q75':^26}"
-    header += "   early→late return" + ("   early→late success" if fam["score"] == "success" else "")
+    header += "   early→late return" + (
+        "   early→late success" if fam["score"] == "success" else ""
+    )
     print(header)
     test = set(fam["test_indices"])
     early_all, late_all = [], []
@@ -58,13 +67,17 @@ def _cmd_data_info(args) -> None:
         early_all.append(early)
         late_all.append(late)
         q = np.quantile(r, [0.25, 0.5, 0.75])
-        line = (f"  {key:>5} {'test' if int(key) in test else 'train':>5} {len(a['reward']):>7} "
-                f"{len(r):>4}   {q[0]:8.1f} {q[1]:8.1f} {q[2]:8.1f}   {early:8.1f} → {late:8.1f}")
+        line = (
+            f"  {key:>5} {'test' if int(key) in test else 'train':>5} {len(a['reward']):>7} "
+            f"{len(r):>4}   {q[0]:8.1f} {q[1]:8.1f} {q[2]:8.1f}   {early:8.1f} → {late:8.1f}"
+        )
         if fam["score"] == "success":
             line += f"   {s[:k].mean():.2f} → {s[-k:].mean():.2f}"
         print(line)
-    print(f"  mean over tasks: first third of episodes {np.mean(early_all):.1f}, "
-          f"last third {np.mean(late_all):.1f}")
+    print(
+        f"  mean over tasks: first third of episodes {np.mean(early_all):.1f}, "
+        f"last third {np.mean(late_all):.1f}"
+    )
 
 
 def _cmd_list(args) -> None:
@@ -97,7 +110,9 @@ def make_parser() -> argparse.ArgumentParser:
         d.add_argument("family", help="task family, e.g. point-robot, cheetah-vel, ml1-reach")
         d.add_argument("--budget", default="default", help="tiny | small | default")
         d.add_argument("--seed", type=int, default=0, help="generator seed")
-        d.add_argument("--root", type=Path, default=None, help="cache root (default $OMRL_DATA or ./data)")
+        d.add_argument(
+            "--root", type=Path, default=None, help="cache root (default $OMRL_DATA or ./data)"
+        )
         if name == "build":
             d.add_argument("--workers", type=int, default=2, help="parallel processes")
             d.add_argument("--force", action="store_true", help="discard and rebuild")
@@ -119,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted — finished work is kept; run the same command again to resume",
-              file=sys.stderr)
+        print(
+            "interrupted — finished work is kept; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
     return 0

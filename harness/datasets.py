@@ -253,9 +253,7 @@ class OfflineDataset:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def load(
-        cls, directory: Path, tasks: list[int] | None = None, skip: int = 1
-    ) -> OfflineDataset:
+    def load(cls, directory: Path, tasks: list[int] | None = None, skip: int = 1) -> OfflineDataset:
         """Load and verify (sha256) the given tasks (default: all) of a built dataset.
 
         Args:
@@ -306,8 +304,15 @@ class OfflineDataset:
         lengths_t = torch.tensor(lengths, dtype=torch.long)
         offsets = torch.cumsum(lengths_t, 0) - lengths_t
         return cls(
-            data, list(task_indices), offsets, lengths_t, starts, rets, succs,
-            manifest or {}, manifest_sha256,
+            data,
+            list(task_indices),
+            offsets,
+            lengths_t,
+            starts,
+            rets,
+            succs,
+            manifest or {},
+            manifest_sha256,
         )
 
     # -- access ------------------------------------------------------------------------------
@@ -413,8 +418,13 @@ class OfflineDataset:
     def best_episode_score(self, task_indices: list[int], metric: str = "return") -> float:
         """Best behaviour episode over the given tasks (for score normalisation)."""
         vals = [
-            float(np.max(self.episode_returns[self.position(t)] if metric == "return"
-                         else self.episode_successes[self.position(t)]))
+            float(
+                np.max(
+                    self.episode_returns[self.position(t)]
+                    if metric == "return"
+                    else self.episode_successes[self.position(t)]
+                )
+            )
             for t in task_indices
         ]
         return float(np.mean(vals))

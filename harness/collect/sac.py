@@ -46,8 +46,12 @@ class StackedMLP(nn.Module):
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default init
-            self.weights.append(nn.Parameter(torch.empty(members, fan_in, fan_out).uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(members, 1, fan_out).uniform_(-bound, bound)))
+            self.weights.append(
+                nn.Parameter(torch.empty(members, fan_in, fan_out).uniform_(-bound, bound))
+            )
+            self.biases.append(
+                nn.Parameter(torch.empty(members, 1, fan_out).uniform_(-bound, bound))
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [members, batch, in]
         last = len(self.weights) - 1
@@ -85,7 +89,9 @@ class BatchedSAC:
             return torch.tanh(mu), None
         u = mu + log_std.exp() * torch.randn_like(mu)
         a = torch.tanh(u)
-        logp = (-0.5 * ((u - mu) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = (-0.5 * ((u - mu) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(
+            -1
+        )
         logp = logp - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)  # tanh correction
         return a, logp
 
@@ -124,7 +130,9 @@ class BatchedSAC:
         actor_loss.backward()
         self.actor_opt.step()
 
-        alpha_loss = -(self.log_alpha[:, None] * (logp.detach() + self.target_entropy)).mean(-1).sum()
+        alpha_loss = (
+            -(self.log_alpha[:, None] * (logp.detach() + self.target_entropy)).mean(-1).sum()
+        )
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
@@ -132,7 +140,10 @@ class BatchedSAC:
         with torch.no_grad():
             for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
                 tp.lerp_(p, cfg.tau)
-        return {"critic_loss": critic_loss.item() / self.n, "actor_loss": actor_loss.item() / self.n}
+        return {
+            "critic_loss": critic_loss.item() / self.n,
+            "actor_loss": actor_loss.item() / self.n,
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +193,9 @@ def collect_sac_chunk(family, task_indices: list[int], budget: SACBudget, seed: 
     arange = torch.arange(n)[:, None]
     for t in range(steps):
         if t < budget.warmup_steps:
-            actions = rng.uniform(-act_scale, act_scale, size=(n, family.act_dim)).astype(np.float32)
+            actions = rng.uniform(-act_scale, act_scale, size=(n, family.act_dim)).astype(
+                np.float32
+            )
         else:
             actions = agent.act(obs)
         for i, env in enumerate(envs):
@@ -214,11 +227,16 @@ def collect_sac_chunk(family, task_indices: list[int], budget: SACBudget, seed: 
         episodes, start = [], 0
         for end, term in ends[i]:
             sl = slice(start, end)
-            episodes.append({
-                "obs": buf["obs"][i, sl], "action": buf["action"][i, sl],
-                "reward": buf["reward"][i, sl], "next_obs": buf["next_obs"][i, sl],
-                "terminated": term, "success": 0.0,
-            })
+            episodes.append(
+                {
+                    "obs": buf["obs"][i, sl],
+                    "action": buf["action"][i, sl],
+                    "reward": buf["reward"][i, sl],
+                    "next_obs": buf["next_obs"][i, sl],
+                    "terminated": term,
+                    "success": 0.0,
+                }
+            )
             start = end
         out.append(episodes)
     return out

@@ -48,11 +48,17 @@ def collect_scripted_task(family, task_index: int, budget: ScriptedBudget, seed:
             obs, done = nxt, term or trunc
         if tick is not None:
             tick(len(rows["reward"]))
-        episodes.append({
-            "obs": np.array(rows["obs"]), "action": np.array(rows["action"]),
-            "reward": np.array(rows["reward"]), "next_obs": np.array(rows["next_obs"]),
-            "terminated": bool(term), "success": success, "noise": float(level),
-        })
+        episodes.append(
+            {
+                "obs": np.array(rows["obs"]),
+                "action": np.array(rows["action"]),
+                "reward": np.array(rows["reward"]),
+                "next_obs": np.array(rows["next_obs"]),
+                "terminated": bool(term),
+                "success": success,
+                "noise": float(level),
+            }
+        )
     env.close()
     return episodes
 

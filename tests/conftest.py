@@ -1,0 +1,20 @@
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+warnings.filterwarnings("ignore", message=".*Constant\\(s\\) may be too high.*")
+warnings.filterwarnings("ignore", message=".*Box observation space m.*")
+
+
+@pytest.fixture(scope="session")
+def tiny_sac_budget():
+    from harness.collect.sac import SACBudget, SACConfig
+
+    return SACBudget(60, warmup_steps=20, chunk_size=25, sac=SACConfig(hidden=16, batch_size=32))

@@ -1,0 +1,122 @@
+"""Task families: construction, gymnasium compliance, SPEC dimensions and task semantics."""
+
+import warnings
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from envs import known_families, make_family
+
+SPEC_DIMS = {
+    "point-robot": (2, 2, 80, 20),
+    "cheetah-dir": (20, 6, 2, 2),
+    "cheetah-vel": (20, 6, 35, 5),
+    "ant-dir": (27, 8, 45, 5),
+    "walker-params": (17, 6, 45, 5),
+    "ml1-reach": (39, 4, 20, 5),
+    "ml10": (39, 4, 100, 50),
+    "ml45": (39, 4, 450, 50),
+}
+
+
+@pytest.mark.parametrize("name", list(SPEC_DIMS))
+def test_family_builds_and_its_envs_pass_gymnasium_check_env(name):
+    fam = make_family(name)
+    obs_dim, act_dim, n_train, n_test = SPEC_DIMS[name]
+    assert (fam.obs_dim, fam.act_dim) == (obs_dim, act_dim)
+    assert (len(fam.train_indices), len(fam.test_indices)) == (n_train, n_test)
+    env = fam.make_env(fam.test_indices[-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (obs_dim,) and env.action_space.shape == (act_dim,)
+    nxt, r, term, trunc, _ = env.step(env.action_space.sample())
+    assert nxt.shape == (obs_dim,) and np.isfinite(r)
+
+
+def test_spec_test_indices_are_the_papers():
+    assert make_family("cheetah-vel").test_indices == [2, 7, 15, 23, 26]
+    assert make_family("ant-dir").test_indices == [6, 17, 23, 30, 41]
+    assert make_family("walker-params").test_indices == [43, 15, 12, 39, 2]
+    vels = [t.params["velocity"] for t in make_family("cheetah-vel").tasks]
+    np.testing.assert_allclose(vels, np.linspace(0.075, 3, 40))
+
+
+def test_unknown_family_error_lists_known_names():
+    with pytest.raises(ValueError, match="known families: .*cheetah-vel"):
+        make_family("cheetah-velocity")
+    with pytest.raises(ValueError, match="known: .*reach"):
+        make_family("ml1-no-such-class")
+    assert "ml1-<name>" in known_families()
+
+
+def _rollout_rewards(env, actions, seed=0):
+    env.reset(seed=seed)
+    return np.array([env.step(a)[1] for a in actions])
+
+
+@pytest.mark.parametrize("name", ["cheetah-vel", "ant-dir"])
+def test_different_tasks_give_different_rewards_for_the_same_actions(name):
+    fam = make_family(name)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(30, fam.act_dim))
+    r_a = _rollout_rewards(fam.make_env(fam.test_indices[0]), actions)
+    r_b = _rollout_rewards(fam.make_env(fam.test_indices[-1]), actions)
+    assert np.abs(r_a - r_b).mean() > 1e-2
+
+
+def test_walker_tasks_give_different_next_states_for_the_same_state_and_action():
+    fam = make_family("walker-params")
+    a = np.full(fam.act_dim, 0.5)
+    nexts = []
+    for task in fam.test_indices[:2]:
+        env = fam.make_env(task)
+        env.reset(seed=0)
+        for _ in range(5):
+            obs = env.step(a)[0]
+        nexts.append(obs)
+    assert np.abs(nexts[0] - nexts[1]).max() > 1e-3
+
+
+def test_repeated_task_switches_do_not_compound_parameters():
+    fam = make_family("walker-params")
+    env = fam.make_env(0).unwrapped
+    fresh = fam.make_env(3).unwrapped
+    for _ in range(5):
+        env.set_task(fam.tasks[3].params)
+        env.set_task(fam.tasks[0].params)
+    env.set_task(fam.tasks[3].params)
+    for key in ("body_mass", "body_inertia", "geom_friction", "dof_damping"):
+        np.testing.assert_allclose(getattr(env.model, key), getattr(fresh.model, key))
+    a = np.full(fam.act_dim, 0.3)
+    env.reset(seed=1)
+    fresh.reset(seed=1)
+    for _ in range(10):
+        o1, o2 = env.step(a)[0], fresh.step(a)[0]
+    np.testing.assert_allclose(o1, o2)
+
+
+def test_episodes_truncate_at_the_family_horizon():
+    for name in ("point-robot", "cheetah-vel"):
+        fam = make_family(name)
+        env = fam.make_env(0)
+        env.reset(seed=0)
+        steps, done = 0, False
+        while not done:
+            _, _, term, trunc, _ = env.step(np.zeros(fam.act_dim))
+            steps += 1
+            done = term or trunc
+        assert steps == fam.horizon
+
+
+def test_metaworld_expert_needs_the_hidden_goal_and_then_succeeds():
+    fam = make_family("ml1-reach")
+    env = fam.make_env(fam.test_indices[0])
+    obs, _ = env.reset(seed=0)
+    assert np.all(obs[-3:] == 0)  # the benchmark hides the goal
+    success = 0.0
+    for _ in range(200):
+        obs, _, _, _, info = env.step(env.expert_action(obs))
+        success = max(success, info["success"])
+    assert success == 1.0
