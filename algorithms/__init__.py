@@ -1,0 +1,14 @@
+"""The learners: one file per algorithm behind one interface (``algorithms.base``)."""
+
+from algorithms.base import OfflineMetaLearner, Policy, known_learners, learner_class, make_config
+from algorithms.batch import MetaBatch, Transitions
+
+__all__ = [
+    "MetaBatch",
+    "OfflineMetaLearner",
+    "Policy",
+    "Transitions",
+    "known_learners",
+    "learner_class",
+    "make_config",
+]

@@ -1,0 +1,251 @@
+"""MACAW: Meta-Actor Critic with Advantage Weighting (Mitchell et al., ICML 2021).
+
+Reference: arXiv 2008.06043 and the authors' code (github.com/eric-mitchell/macaw, ``src/macaw.py``
+``train_step`` / ``eval_macaw``, config ``config/alg/standard.json``). SPEC §4 lists every detail
+kept here. One meta-iteration, for each sampled train task (all tasks at once, see
+``algorithms/networks.py``):
+
+1. inner value step (SGD, learned per-tensor lrs) on MSE(V(s), mc_return) — pure Monte Carlo;
+2. a target value net = 0.9·(pre-adaptation V) + 0.1·(adapted V′), detached;
+3. outer value loss MSE(V′(s), mc_return + γ^(T−t)·V_target(s_T)) on the outer batch;
+4. advantages A = mc_return + γ^(T−t)·V′(s_T) − V′(s) (no gradient); AWR weights
+   exp(min(standardise(A)/T, ln 20));
+5. inner policy step on mean(−w·log π(a|s) + λ·(Â(s,a) − A)²), λ = softplus(c) learned;
+6. outer policy loss: plain AWR with the adapted policy on the outer batch;
+7. outer losses divided by the number of train tasks; second-order gradients; Adam with
+   value 1e-5, policy 1e-4, learned lrs and c 1e-3; no gradient clipping.
+
+Test time: one value step and one policy step on the adaptation set.
+
+Deviations: none in the maths. The WT inner step is computed in low-rank form (same function,
+far less memory traffic — see ``networks.py``), and all tasks of a meta-batch are adapted in one
+batched pass instead of a Python loop with ``higher``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from algorithms.base import OfflineMetaLearner, Policy
+from algorithms.batch import MetaBatch, Transitions
+from algorithms.networks import (
+    MetaMLP,
+    NetState,
+    awr_weights,
+    gaussian_log_prob,
+    inner_grads,
+    inverse_softplus,
+)
+
+
+@dataclass(frozen=True)
+class MACAWConfig:
+    """MACAW hyperparameters; defaults are the authors' ``standard.json``."""
+
+    width: int = 100
+    """hidden width (725 for the parameter-matched no-WT ablation)"""
+    depth: int = 3
+    """hidden layers"""
+    weight_transform: bool = True
+    """WT layers; False → the authors' bias-transform layers ("no WT" ablation)"""
+    wt_latent: int = 100
+    """size of each WT layer's latent z"""
+    advantage_head: bool = True
+    """inner policy loss regresses the advantage through a head; False = "MAML+AWR" ablation"""
+    head_coef: float = 0.01
+    """λ₀ = softplus(c₀) weight of the advantage-head loss"""
+    action_sigma: float = 0.2
+    """fixed σ of the Gaussian policy"""
+    awr_temperature: float = 1.0
+    max_weight: float = 20.0
+    """cap on AWR weights"""
+    inner_steps: int = 1
+    """inner SGD steps in meta-training (the inner batch is split between them)"""
+    test_inner_steps: int = 1
+    """inner steps at test time (the authors' eval_maml_steps)"""
+    inner_lr: float = 1e-3
+    """initial inner learning rate of every parameter tensor"""
+    learn_inner_lrs: bool = True
+    """meta-learn the per-tensor inner lrs (False: fixed at inner_lr)"""
+    first_order: bool = False
+    """drop second-order terms of the meta-gradient"""
+    target_mix: float = 0.1
+    """target V ← (1 − mix)·target + mix·adapted after each inner value step"""
+    value_lr: float = 1e-5
+    policy_lr: float = 1e-4
+    meta_lr: float = 1e-3
+    """Adam lr of the learned inner lrs and of c"""
+    tasks_per_batch: int = 5
+    inner_batch: int = 256
+    outer_batch: int = 256
+
+
+class StatePolicy(Policy):
+    """Acts with a MetaMLP policy's adapted state for one task."""
+
+    def __init__(self, net: MetaMLP, state: NetState):
+        self.net, self.state = net, state
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        out = self.net.run(self.state, obs.unsqueeze(0).to(self.state.handles()[0].device))
+        return torch.tanh(out[0])
+
+
+def _split(tr: Transitions, parts: int, i: int) -> Transitions:
+    """The i-th of ``parts`` equal slices along the batch dim (dim 1)."""
+    if parts == 1:
+        return tr
+    n = tr.reward.shape[1] // parts
+    return tr.map(lambda x: x[:, i * n : (i + 1) * n])
+
+
+class MACAW(OfflineMetaLearner):
+    name = "macaw"
+    Config = MACAWConfig
+
+    def __init__(self, obs_dim, act_dim, n_train_tasks, config=None, device="cpu", seed=0):
+        super().__init__(obs_dim, act_dim, n_train_tasks, config, device, seed)
+        cfg = self.config
+        kind = "wt" if cfg.weight_transform else "bt"
+        hidden = [cfg.width] * cfg.depth
+        head = [32, 1] if cfg.advantage_head else None
+        self.value = MetaMLP([obs_dim, *hidden, 1], kind, latent=cfg.wt_latent).to(self.device)
+        self.policy = MetaMLP([obs_dim, *hidden, act_dim], kind, head, cfg.wt_latent).to(self.device)
+        lr0 = inverse_softplus(cfg.inner_lr)
+        grad_lrs = cfg.learn_inner_lrs
+        self.value_lrs = torch.full((self.value.n_lr_slots,), lr0, device=self.device,
+                                    requires_grad=grad_lrs)
+        self.policy_lrs = torch.full((self.policy.n_lr_slots,), lr0, device=self.device,
+                                     requires_grad=grad_lrs)
+        self.head_coef = torch.tensor(inverse_softplus(cfg.head_coef), device=self.device,
+                                      requires_grad=cfg.advantage_head)
+        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr, fused=True)
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr, fused=True)
+        meta = [t for t in (self.value_lrs, self.policy_lrs, self.head_coef) if t.requires_grad]
+        self.meta_opt = torch.optim.Adam(meta, lr=cfg.meta_lr) if meta else None
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _v(self, state: NetState, obs: torch.Tensor) -> torch.Tensor:
+        return self.value.run(state, obs).squeeze(-1)  # [T, B]
+
+    @torch.no_grad()
+    def _advantage(self, v_state: NetState, tr: Transitions) -> torch.Tensor:
+        """A = mc_return + γ^(T−t)·V(s_T) − V(s), with the adapted value function."""
+        v_state = v_state.detach()
+        return tr.mc_return + tr.terminal_discount * self._v(v_state, tr.terminal_obs) - self._v(
+            v_state, tr.obs)
+
+    def _adapt_value(self, tr: Transitions, steps: int, create_graph: bool):
+        """Inner value steps on MC returns; returns the adapted state and the soft target."""
+        lrs = F.softplus(self.value_lrs)
+        state = self.value.state(tr.reward.shape[0])
+        target = state.detach()
+        losses = []
+        for i in range(steps):
+            sub = _split(tr, steps, i)
+            loss = (self._v(state, sub.obs) - sub.mc_return).pow(2).mean(-1).sum()
+            state = state.step(inner_grads(loss, state, create_graph), lrs)
+            target = target.lerp(state.detach(), self.config.target_mix)
+            losses.append(loss.item())
+        return state, target, sum(losses) / len(losses)
+
+    def _policy_terms(self, state: NetState, tr: Transitions, adv: torch.Tensor, head: bool):
+        """Per-task AWR loss (and advantage-head loss when ``head``): [T] each."""
+        cfg = self.config
+        w = awr_weights(adv, cfg.awr_temperature, cfg.max_weight)
+        if head and cfg.advantage_head:
+            mean, adv_hat = self.policy.run(state, tr.obs, tr.action)
+            head_loss = (adv_hat.squeeze(-1) - adv).pow(2)
+        else:
+            mean, head_loss = self.policy.run(state, tr.obs), None
+        logp = gaussian_log_prob(torch.tanh(mean), tr.action, cfg.action_sigma)
+        return -(w * logp), head_loss, w
+
+    def _adapt_policy(self, tr: Transitions, v_state: NetState, steps: int, create_graph: bool):
+        lrs = F.softplus(self.policy_lrs)
+        lam = F.softplus(self.head_coef)
+        state = self.policy.state(tr.reward.shape[0])
+        losses, head_losses = [], []
+        for i in range(steps):
+            sub = _split(tr, steps, i)
+            awr, head_loss, _ = self._policy_terms(state, sub, self._advantage(v_state, sub), True)
+            per_row = awr if head_loss is None else awr + lam * head_loss
+            loss = per_row.mean(-1).sum()
+            state = state.step(inner_grads(loss, state, create_graph), lrs)
+            losses.append(loss.item())
+            if head_loss is not None:
+                head_losses.append(head_loss.mean().item())
+        return state, sum(losses) / len(losses), (sum(head_losses) / len(head_losses)
+                                                  if head_losses else 0.0)
+
+    def _value_outer(self, outer: Transitions, v_state: NetState, v_target: NetState):
+        """Per-task outer value loss: MSE to mc_return + γ^(T−t)·V_target(s_T). → [T]"""
+        with torch.no_grad():
+            y = outer.mc_return + outer.terminal_discount * self._v(v_target, outer.terminal_obs)
+        return (self._v(v_state, outer.obs) - y).pow(2).mean(-1)
+
+    def _policy_outer(self, batch: MetaBatch, v_state: NetState):
+        """Inner policy adaptation, then per-task outer AWR loss [T] and metrics."""
+        cfg = self.config
+        p_state, inner_p, head = self._adapt_policy(batch.inner, v_state, cfg.inner_steps,
+                                                    not cfg.first_order)
+        adv = self._advantage(v_state, batch.outer)
+        outer_awr, _, w = self._policy_terms(p_state, batch.outer, adv, head=False)
+        outer_p = outer_awr.mean(-1)
+        T = batch.n_tasks
+        return outer_p, {
+            "train/inner_policy_loss": inner_p / T,
+            "train/outer_policy_loss": outer_p.mean().item(),
+            "train/advantage_head_loss": head,
+            "train/outer_awr_weight": w.mean().item(),
+        }
+
+    def _common_metrics(self, T: int, inner_v: float, outer_v: torch.Tensor) -> dict[str, float]:
+        return {
+            "train/inner_value_loss": inner_v / T,
+            "train/outer_value_loss": outer_v.mean().item(),
+            "train/value_inner_lr": F.softplus(self.value_lrs).mean().item(),
+            "train/policy_inner_lr": F.softplus(self.policy_lrs).mean().item(),
+            "train/head_coef": F.softplus(self.head_coef).item(),
+        }
+
+    def meta_loss(self, batch: MetaBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The summed outer loss of one meta-iteration (what ``meta_train_step`` descends).
+
+        After ``loss.backward()`` call :meth:`flush_grads` to complete the WT gradients.
+        """
+        cfg = self.config
+        v_state, v_target, inner_v = self._adapt_value(batch.inner, cfg.inner_steps,
+                                                       not cfg.first_order)
+        outer_v = self._value_outer(batch.outer, v_state, v_target)
+        outer_p, metrics = self._policy_outer(batch, v_state)
+        loss = (outer_v.sum() + outer_p.sum()) / self.n_train_tasks  # SPEC §4 step 7
+        return loss, {**self._common_metrics(batch.n_tasks, inner_v, outer_v), **metrics}
+
+    def flush_grads(self) -> None:
+        """Complete the WT gradients after ``backward`` (see ``networks._SharedMatmul``)."""
+        self.value.flush_deferred_grads()
+        self.policy.flush_deferred_grads()
+
+    # -- the interface -------------------------------------------------------------------------
+    def meta_train_step(self, batch: MetaBatch) -> dict[str, float]:
+        loss, metrics = self.meta_loss(batch)
+        opts = [o for o in (self.value_opt, self.policy_opt, self.meta_opt) if o is not None]
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.flush_grads()
+        for opt in opts:
+            opt.step()
+        return metrics
+
+    def adapt(self, support: Transitions) -> Policy:
+        tr = support.to(self.device).map(lambda x: x.unsqueeze(0))  # one task
+        steps = self.config.test_inner_steps
+        with torch.enable_grad():
+            v_state, _, _ = self._adapt_value(tr, steps, create_graph=False)
+            p_state, _, _ = self._adapt_policy(tr, v_state, steps, create_graph=False)
+        return StatePolicy(self.policy, p_state.detach())

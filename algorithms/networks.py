@@ -1,0 +1,347 @@
+"""Networks for the gradient-based meta-learners, evaluated for many tasks at once.
+
+A :class:`MetaMLP` owns the *meta*-parameters. To evaluate or adapt it for ``T`` tasks we build a
+:class:`NetState`: per layer, the per-task effective weights ``W [T, in, out]`` and ``b [T, out]``
+as functions of the meta-parameters. An inner SGD step maps a state to a new state; losses are
+summed over tasks, and since task ``t`` only touches slice ``t`` of every per-task tensor, one
+``torch.autograd.grad`` gives every task its own gradient. Second-order meta-gradients flow
+through the step with ``create_graph=True`` — this is MAML written with ``torch.func``-style pure
+functions of the parameters (learn2learn's 0.2.0 release cannot be built on Python ≥ 3.11).
+
+Layers (SPEC §4, the authors' ``src/nn.py``):
+
+* **Weight transform** (``WLinear``): a latent ``z ∈ R^k`` and a linear map ``θ = A z + c`` whose
+  output is reshaped into ``W (in×out)`` and ``b``. All of ``z, A, c`` are adapted. A naive inner
+  step would materialise ``∂L/∂A = g zᵀ`` (``P × k``, a million entries per 100×100 layer) for
+  every task; we never do. With ``A' = A − α_A g zᵀ``, ``z' = z − α_z Aᵀg``, ``c' = c − α_c g``:
+
+      θ' = A' z' + c' = A z' + c' − α_A (z·z') g
+
+  so the adapted weights need only matrix–vector products with the shared ``A``, batched over
+  tasks as one matmul. We keep ``A'`` implicitly as ``A − Σ_j coef_j g_j z_jᵀ``. The maths is the
+  same function of the meta-parameters, so autograd gives the same meta-gradient (a test checks
+  it against the naive version), at a fraction of the memory traffic.
+* **Bias transform** (``BiasLinear``, used without WT): ``y = x W + b_l + b M`` with a learned
+  vector ``b ∈ R^out`` and matrix ``M ∈ R^(out×out)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def inverse_softplus(y: float) -> float:
+    """ℓ such that softplus(ℓ) = y (learned learning rates start at lr₀ = softplus(ℓ₀))."""
+    return math.log(math.expm1(y))
+
+
+# ---------------------------------------------------------------------------------------------
+# Products with a shared WT matrix, with deferred gradient accumulation
+# ---------------------------------------------------------------------------------------------
+class _SharedMatmul(torch.autograd.Function):
+    """``X @ Aᵀ`` (or ``X @ A``) whose gradient for ``A`` is *deferred*.
+
+    ``A`` appears in several products per inner step (θ = A z, Aᵀg, θ' = A z'), each of which
+    would make autograd write a ``[P, k]`` gradient and add it into ``A.grad``. Instead each
+    backward records the two thin factors of its rank-``T`` contribution in ``sink``, and
+    :meth:`MetaMLP.flush_deferred_grads` adds them all with one matmul. The inner loop never
+    differentiates through these nodes (its gradients are taken w.r.t. the effective weights
+    downstream of them), so a first-order backward is all they need.
+    """
+
+    @staticmethod
+    def forward(ctx, X, A, sink, transpose):
+        ctx.save_for_backward(X, A)
+        ctx.sink, ctx.transpose = sink, transpose
+        return X @ A.T if transpose else X @ A
+
+    @staticmethod
+    def backward(ctx, dY):
+        X, A = ctx.saved_tensors
+        if ctx.transpose:  # Y = X Aᵀ: dX = dY A, dA = dYᵀ X
+            ctx.sink.append((dY, X))
+            return dY @ A, None, None, None
+        ctx.sink.append((X, dY))  # Y = X A: dX = dY Aᵀ, dA = Xᵀ dY
+        return dY @ A.T, None, None, None
+
+
+def _shared_mm(X: torch.Tensor, A: torch.Tensor, sink: list | None, transpose: bool):
+    if sink is None or not torch.is_grad_enabled() or not A.requires_grad:
+        return X @ A.T if transpose else X @ A
+    return _SharedMatmul.apply(X, A, sink, transpose)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer states: per-task effective weights, and the inner SGD step on them
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class WTState:
+    """Weight-transform layer for ``T`` tasks; ``A`` is shared, its updates kept low-rank."""
+
+    fan_in: int
+    fan_out: int
+    A: torch.Tensor  # [P, k] the shared (meta) matrix
+    z: torch.Tensor  # [T, k]
+    c: torch.Tensor  # [T, P]
+    corr: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (coef [T,1], g [T,P], z_j [T,k])
+    sink: list | None = None  # deferred dA factors (see _SharedMatmul); None: plain autograd
+    theta: torch.Tensor | None = None  # [T, P] cached effective weights (the handle)
+
+    n_lrs = 3  # z, A, c
+
+    def __post_init__(self) -> None:
+        if self.theta is None:
+            theta = _shared_mm(self.z, self.A, self.sink, True) + self.c  # A z + c, all tasks
+            for coef, g, zj in self.corr:
+                theta = theta - coef * (zj * self.z).sum(-1, keepdim=True) * g
+            self.theta = theta
+
+    def handles(self) -> list[torch.Tensor]:
+        return [self.theta]
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.fan_in * self.fan_out
+        T = self.theta.shape[0]
+        return self.theta[:, :n].view(T, self.fan_in, self.fan_out), self.theta[:, n:]
+
+    def step(self, grads: list[torch.Tensor], lrs: torch.Tensor) -> WTState:
+        (g,) = grads  # [T, P] = dL/dθ per task
+        lr_z, lr_a, lr_c = lrs[0], lrs[1], lrs[2]
+        g_z = _shared_mm(g, self.A, self.sink, False)  # Aᵀ g per task
+        for coef, gj, zj in self.corr:
+            g_z = g_z - coef * (gj * g).sum(-1, keepdim=True) * zj
+        corr = [*self.corr, (lr_a.reshape(1, 1), g, self.z)]
+        return WTState(self.fan_in, self.fan_out, self.A, self.z - lr_z * g_z, self.c - lr_c * g,
+                       corr, self.sink)
+
+    def lerp(self, other: WTState, w: float) -> WTState:
+        """(1 − w)·self + w·other in parameter space (for the soft target network)."""
+        corr = [((1 - w) * c, g, z) for c, g, z in self.corr]
+        corr += [(w * c, g, z) for c, g, z in other.corr]
+        return WTState(self.fan_in, self.fan_out, self.A, torch.lerp(self.z, other.z, w),
+                       torch.lerp(self.c, other.c, w), corr, self.sink)
+
+    def detach(self) -> WTState:
+        corr = [(c.detach(), g.detach(), z.detach()) for c, g, z in self.corr]
+        return WTState(self.fan_in, self.fan_out, self.A.detach(), self.z.detach(),
+                       self.c.detach(), corr, None, self.theta.detach())
+
+
+@dataclass
+class BTState:
+    """Bias-transform layer for ``T`` tasks: ``y = x W + b_l + b M`` (all per task)."""
+
+    W: torch.Tensor  # [T, in, out]
+    bl: torch.Tensor  # [T, out]
+    b: torch.Tensor  # [T, out]
+    M: torch.Tensor  # [T, out, out]
+    bias: torch.Tensor | None = None  # [T, out] effective bias (a handle)
+
+    n_lrs = 4  # W, b_l, b, M
+
+    def __post_init__(self) -> None:
+        if self.bias is None:
+            self.bias = self.bl + torch.bmm(self.b.unsqueeze(1), self.M).squeeze(1)
+
+    def handles(self) -> list[torch.Tensor]:
+        return [self.W, self.bias]
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.W, self.bias
+
+    def step(self, grads: list[torch.Tensor], lrs: torch.Tensor) -> BTState:
+        g_w, g_bias = grads
+        g_b = torch.bmm(self.M, g_bias.unsqueeze(-1)).squeeze(-1)  # d bias / d b = M
+        g_m = self.b.unsqueeze(-1) * g_bias.unsqueeze(1)  # b ⊗ g
+        return BTState(self.W - lrs[0] * g_w, self.bl - lrs[1] * g_bias, self.b - lrs[2] * g_b,
+                       self.M - lrs[3] * g_m)
+
+    def lerp(self, other: BTState, w: float) -> BTState:
+        return BTState(*(torch.lerp(a, b, w) for a, b in
+                         ((self.W, other.W), (self.bl, other.bl), (self.b, other.b),
+                          (self.M, other.M))))
+
+    def detach(self) -> BTState:
+        return BTState(self.W.detach(), self.bl.detach(), self.b.detach(), self.M.detach(),
+                       self.bias.detach())
+
+
+LayerState = WTState | BTState
+
+
+@dataclass
+class NetState:
+    """A whole network's per-task state: one layer state per linear layer."""
+
+    layers: list[LayerState]
+
+    def handles(self) -> list[torch.Tensor]:
+        return [h for layer in self.layers for h in layer.handles()]
+
+    def step(self, grads: list[torch.Tensor], lrs: torch.Tensor) -> NetState:
+        """One SGD step; ``lrs`` holds one (already positive) rate per meta-parameter tensor."""
+        out, gi, li = [], 0, 0
+        for layer in self.layers:
+            nh = len(layer.handles())
+            out.append(layer.step(grads[gi : gi + nh], lrs[li : li + layer.n_lrs]))
+            gi, li = gi + nh, li + layer.n_lrs
+        return NetState(out)
+
+    def lerp(self, other: NetState, w: float) -> NetState:
+        return NetState([a.lerp(b, w) for a, b in zip(self.layers, other.layers)])
+
+    def detach(self) -> NetState:
+        return NetState([layer.detach() for layer in self.layers])
+
+    @property
+    def n_tasks(self) -> int:
+        return self.layers[0].weights()[0].shape[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Meta-parameters
+# ---------------------------------------------------------------------------------------------
+class WTLinear(nn.Module):
+    """Weight-transform linear layer's meta-parameters (authors' ``WLinear``)."""
+
+    def __init__(self, fan_in: int, fan_out: int, latent: int = 100):
+        super().__init__()
+        self.fan_in, self.fan_out = fan_in, fan_out
+        self.z = nn.Parameter(torch.empty(latent).normal_(0, 1.0 / fan_out))
+        fc = nn.Linear(latent, fan_in * fan_out + fan_out)  # default init, as the authors
+        self.A, self.c = fc.weight, fc.bias  # [P, k], [P]
+        self.deferred: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def state(self, T: int) -> WTState:
+        return WTState(self.fan_in, self.fan_out, self.A, self.z.expand(T, -1),
+                       self.c.expand(T, -1), [], self.deferred)
+
+    def flush_deferred_grads(self) -> None:
+        """Add the recorded rank-T factors into ``A.grad`` with one matmul."""
+        if not self.deferred:
+            return
+        U = torch.cat([u for u, _ in self.deferred])
+        V = torch.cat([v for _, v in self.deferred])
+        self.deferred.clear()
+        if self.A.grad is None:
+            self.A.grad = U.T @ V
+        else:
+            self.A.grad.addmm_(U.T, V)  # in place: no fresh 4 MB buffer per step
+
+
+class BTLinear(nn.Module):
+    """Bias-transform linear layer's meta-parameters (authors' ``BiasLinear``)."""
+
+    def __init__(self, fan_in: int, fan_out: int):
+        super().__init__()
+        lin = nn.Linear(fan_in, fan_out)
+        self.W = nn.Parameter(lin.weight.detach().T.contiguous())  # [in, out]: y = x W
+        self.bl = lin.bias
+        self.b = nn.Parameter(torch.empty(fan_out).normal_(0, 1.0 / fan_out))
+        self.M = nn.Parameter(nn.init.xavier_normal_(torch.empty(fan_out, fan_out)))
+
+    def state(self, T: int) -> BTState:
+        return BTState(self.W.expand(T, -1, -1), self.bl.expand(T, -1), self.b.expand(T, -1),
+                       self.M.expand(T, -1, -1))
+
+
+def _linear(state: LayerState, x: torch.Tensor) -> torch.Tensor:
+    """x: [T, B, in] → [T, B, out] with each task's own weights."""
+    W, b = state.weights()
+    return torch.baddbmm(b.unsqueeze(1), x, W)
+
+
+class MetaMLP(nn.Module):
+    """An MLP of WT or BT layers, optionally with MACAW's advantage head.
+
+    Args:
+        sizes: ``[in, hidden…, out]`` widths.
+        transform: ``"wt"`` (weight transform) or ``"bt"`` (bias transform, the no-WT layer).
+        head: widths after the trunk for the advantage head, e.g. ``[32, 1]``; its input is the
+            last hidden pre-activation concatenated with the action, passed through a ReLU
+            (as the authors' ``MLP``: ``head_seq`` starts with a ReLU).
+        latent: WT latent size (100 in the paper).
+    """
+
+    def __init__(self, sizes: list[int], transform: str = "wt", head: list[int] | None = None,
+                 latent: int = 100):
+        super().__init__()
+        if transform not in ("wt", "bt"):
+            raise ValueError(f"unknown layer transform {transform!r}; known: wt, bt")
+
+        def make(i, o):
+            return WTLinear(i, o, latent) if transform == "wt" else BTLinear(i, o)
+
+        self.trunk = nn.ModuleList(make(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.head = nn.ModuleList()
+        if head:
+            widths = [sizes[-2] + sizes[-1], *head]
+            self.head.extend(make(i, o) for i, o in zip(widths[:-1], widths[1:]))
+
+    @property
+    def n_lr_slots(self) -> int:
+        """One learned inner learning rate per meta-parameter tensor."""
+        return sum(len(list(m.parameters())) for m in [*self.trunk, *self.head])
+
+    def state(self, T: int) -> NetState:
+        return NetState([m.state(T) for m in [*self.trunk, *self.head]])
+
+    def flush_deferred_grads(self) -> None:
+        """Complete ``.grad`` after a backward pass (WT layers defer part of it)."""
+        for m in [*self.trunk, *self.head]:
+            if isinstance(m, WTLinear):
+                m.flush_deferred_grads()
+
+    def clear_deferred_grads(self) -> None:
+        """Drop recorded factors of a backward whose gradient is not wanted."""
+        for m in [*self.trunk, *self.head]:
+            if isinstance(m, WTLinear):
+                m.deferred.clear()
+
+    def run(self, state: NetState, x: torch.Tensor, action: torch.Tensor | None = None):
+        """Evaluate for every task. x: [T, B, in]. Returns the trunk output ``[T, B, out]``, and
+        with ``action`` and a head also the head output ``[T, B, 1]``."""
+        n = len(self.trunk)
+        h = x
+        for i in range(n - 1):
+            h = _linear(state.layers[i], h)
+            if i < n - 2:
+                h = F.relu(h)
+        pre = h  # last hidden layer's pre-activation: the head's input
+        out = _linear(state.layers[n - 1], F.relu(pre))
+        if action is None or not len(self.head):
+            return out
+        a = F.relu(torch.cat([pre, action], -1))
+        for j in range(len(self.head)):
+            a = _linear(state.layers[n + j], a)
+            if j < len(self.head) - 1:
+                a = F.relu(a)
+        return out, a
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def gaussian_log_prob(mean: torch.Tensor, action: torch.Tensor, sigma: float) -> torch.Tensor:
+    """log N(action; mean, σ²I) summed over the action dims: [..., act] → [...]."""
+    z = (action - mean) / sigma
+    return (-0.5 * z.pow(2) - math.log(sigma) - 0.5 * LOG_2PI).sum(-1)
+
+
+def awr_weights(adv: torch.Tensor, temperature: float = 1.0, max_weight: float = 20.0):
+    """exp(min(standardise(A)/T, ln max_weight)), standardised within each task's batch."""
+    norm = (adv - adv.mean(-1, keepdim=True)) / adv.std(-1, keepdim=True)
+    return (norm / temperature).clamp(max=math.log(max_weight)).exp()
+
+
+def inner_grads(loss: torch.Tensor, state: NetState, create_graph: bool) -> list[torch.Tensor]:
+    """Per-task gradients w.r.t. each layer's effective weights (the state's handles)."""
+    return list(torch.autograd.grad(loss, state.handles(), create_graph=create_graph))
