@@ -132,28 +132,31 @@ class MACAW(OfflineMetaLearner):
         return self.value.run(state, obs).squeeze(-1)  # [T, B]
 
     @torch.no_grad()
-    def _advantage(self, v_state: NetState, tr: Transitions) -> torch.Tensor:
-        """A = mc_return + γ^(T−t)·V(s_T) − V(s), with the adapted value function."""
-        v_state = v_state.detach()
-        return tr.mc_return + tr.terminal_discount * self._v(v_state, tr.terminal_obs) - self._v(
-            v_state, tr.obs)
+    def _advantages(self, v_state: NetState, trs: list[Transitions]) -> list[torch.Tensor]:
+        """A = mc_return + γ^(T−t)·V(s_T) − V(s) with the adapted V, for several batches in one
+        forward pass (no gradient: SPEC §4 step 4)."""
+        obs = torch.cat([x for tr in trs for x in (tr.obs, tr.terminal_obs)], dim=1)
+        values = self._v(v_state, obs).split([len(tr) for tr in trs for _ in (0, 1)], dim=1)
+        return [tr.mc_return + tr.terminal_discount * values[2 * i + 1] - values[2 * i]
+                for i, tr in enumerate(trs)]
 
     def _adapt_value(self, tr: Transitions, steps: int, create_graph: bool):
         """Inner value steps on MC returns; returns the adapted state and the soft target."""
         lrs = F.softplus(self.value_lrs)
         state = self.value.state(tr.reward.shape[0])
-        target = state.detach()
+        target = state.detach()  # a copy of the pre-adaptation V
         losses = []
         for i in range(steps):
             sub = _split(tr, steps, i)
             loss = (self._v(state, sub.obs) - sub.mc_return).pow(2).mean(-1).sum()
             state = state.step(inner_grads(loss, state, create_graph), lrs)
-            target = target.lerp(state.detach(), self.config.target_mix)
+            with torch.no_grad():  # target ← 0.9·target + 0.1·adapted (authors' soft_update)
+                target = target.lerp(state, self.config.target_mix)
             losses.append(loss.item())
         return state, target, sum(losses) / len(losses)
 
     def _policy_terms(self, state: NetState, tr: Transitions, adv: torch.Tensor, head: bool):
-        """Per-task AWR loss (and advantage-head loss when ``head``): [T] each."""
+        """Per-row AWR loss (and advantage-head loss when ``head``): [T, B] each."""
         cfg = self.config
         w = awr_weights(adv, cfg.awr_temperature, cfg.max_weight)
         if head and cfg.advantage_head:
@@ -164,14 +167,15 @@ class MACAW(OfflineMetaLearner):
         logp = gaussian_log_prob(torch.tanh(mean), tr.action, cfg.action_sigma)
         return -(w * logp), head_loss, w
 
-    def _adapt_policy(self, tr: Transitions, v_state: NetState, steps: int, create_graph: bool):
+    def _adapt_policy(self, tr: Transitions, advs: list[torch.Tensor], create_graph: bool):
+        """Inner policy steps, one per sub-batch of ``tr`` with its advantages ``advs``."""
         lrs = F.softplus(self.policy_lrs)
         lam = F.softplus(self.head_coef)
         state = self.policy.state(tr.reward.shape[0])
         losses, head_losses = [], []
-        for i in range(steps):
-            sub = _split(tr, steps, i)
-            awr, head_loss, _ = self._policy_terms(state, sub, self._advantage(v_state, sub), True)
+        for i, adv in enumerate(advs):
+            sub = _split(tr, len(advs), i)
+            awr, head_loss, _ = self._policy_terms(state, sub, adv, True)
             per_row = awr if head_loss is None else awr + lam * head_loss
             loss = per_row.mean(-1).sum()
             state = state.step(inner_grads(loss, state, create_graph), lrs)
@@ -190,10 +194,11 @@ class MACAW(OfflineMetaLearner):
     def _policy_outer(self, batch: MetaBatch, v_state: NetState):
         """Inner policy adaptation, then per-task outer AWR loss [T] and metrics."""
         cfg = self.config
-        p_state, inner_p, head = self._adapt_policy(batch.inner, v_state, cfg.inner_steps,
-                                                    not cfg.first_order)
-        adv = self._advantage(v_state, batch.outer)
-        outer_awr, _, w = self._policy_terms(p_state, batch.outer, adv, head=False)
+        steps = cfg.inner_steps
+        subs = [_split(batch.inner, steps, i) for i in range(steps)]
+        *inner_advs, outer_adv = self._advantages(v_state, [*subs, batch.outer])
+        p_state, inner_p, head = self._adapt_policy(batch.inner, inner_advs, not cfg.first_order)
+        outer_awr, _, w = self._policy_terms(p_state, batch.outer, outer_adv, head=False)
         outer_p = outer_awr.mean(-1)
         T = batch.n_tasks
         return outer_p, {
@@ -247,5 +252,6 @@ class MACAW(OfflineMetaLearner):
         steps = self.config.test_inner_steps
         with torch.enable_grad():
             v_state, _, _ = self._adapt_value(tr, steps, create_graph=False)
-            p_state, _, _ = self._adapt_policy(tr, v_state, steps, create_graph=False)
+            advs = self._advantages(v_state, [_split(tr, steps, i) for i in range(steps)])
+            p_state, _, _ = self._adapt_policy(tr, advs, create_graph=False)
         return StatePolicy(self.policy, p_state.detach())

@@ -332,8 +332,8 @@ def count_parameters(module: nn.Module) -> int:
 
 def gaussian_log_prob(mean: torch.Tensor, action: torch.Tensor, sigma: float) -> torch.Tensor:
     """log N(action; mean, σ²I) summed over the action dims: [..., act] → [...]."""
-    z = (action - mean) / sigma
-    return (-0.5 * z.pow(2) - math.log(sigma) - 0.5 * LOG_2PI).sum(-1)
+    const = action.shape[-1] * (math.log(sigma) + 0.5 * LOG_2PI)
+    return (action - mean).pow(2).sum(-1) * (-0.5 / sigma**2) - const
 
 
 def awr_weights(adv: torch.Tensor, temperature: float = 1.0, max_weight: float = 20.0):

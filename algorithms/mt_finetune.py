@@ -1,0 +1,127 @@
+"""MT+FT: multi-task offline RL, then fine-tuning on the adaptation set (the paper's baseline).
+
+Reference: Mitchell et al. 2021, §5; the authors' ``--multitask`` mode of ``src/macaw.py``
+(``train_step`` multitask branch, ``eval_multitask``) with ``config/alg/multitask_standard.json``.
+One value function and one policy for all train tasks, observations concatenated with a one-hot
+task id; MC value regression and AWR (advantage from the bootstrapped MC estimate) with no inner
+loop; 3×100 bias-transform layers, no WT. Test time: the task id is all zeros, and copies of V
+and π are fine-tuned for 20 Adam steps (value lr 1e-5, policy lr 1e-3) on the adaptation set,
+each step a value step then a policy step; the score is after step 20.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from algorithms.base import OfflineMetaLearner, Policy
+from algorithms.batch import MetaBatch, Transitions
+from algorithms.networks import MetaMLP, awr_weights, gaussian_log_prob
+
+
+@dataclass(frozen=True)
+class MTFinetuneConfig:
+    """MT+FT hyperparameters; defaults from the authors' ``multitask_standard.json``."""
+
+    width: int = 100
+    depth: int = 3
+    action_sigma: float = 0.2
+    awr_temperature: float = 1.0
+    max_weight: float = 20.0
+    value_lr: float = 1e-5
+    policy_lr: float = 1e-4
+    finetune_steps: int = 20
+    """Adam steps on the adaptation set at test time (each: value then policy)"""
+    finetune_value_lr: float = 1e-5
+    finetune_policy_lr: float = 1e-3
+    tasks_per_batch: int = 5
+    inner_batch: int = 256
+    """unused by MT+FT's training (no inner loop), kept so the harness batches all alike"""
+    outer_batch: int = 256
+
+
+class _OneHotPolicy(Policy):
+    def __init__(self, net: MetaMLP, n_tasks: int):
+        self.net, self.n = net, n_tasks
+        self.state = net.state(1)
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, obs.new_zeros(obs.shape[0], self.n)], -1)  # task id: all zeros
+        return torch.tanh(self.net.run(self.state, x.unsqueeze(0))[0])
+
+
+class MTFinetune(OfflineMetaLearner):
+    name = "mt-ft"
+    Config = MTFinetuneConfig
+
+    def __init__(self, obs_dim, act_dim, n_train_tasks, config=None, device="cpu", seed=0):
+        super().__init__(obs_dim, act_dim, n_train_tasks, config, device, seed)
+        cfg = self.config
+        hidden = [cfg.width] * cfg.depth
+        inp = obs_dim + n_train_tasks
+        self.value = MetaMLP([inp, *hidden, 1], "bt").to(self.device)
+        self.policy = MetaMLP([inp, *hidden, act_dim], "bt").to(self.device)
+        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr)
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
+
+    # -- losses (shared by training and fine-tuning) ------------------------------------------
+    def _with_id(self, obs: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
+        """obs [T, B, d] → [1, T·B, d + n_train] with each row's one-hot id (zeros if None)."""
+        T, B, _ = obs.shape
+        onehot = obs.new_zeros(T, B, self.n_train_tasks)
+        if task_ids is not None:
+            onehot[torch.arange(T), :, task_ids] = 1.0
+        return torch.cat([obs, onehot], -1).reshape(1, T * B, -1)
+
+    def _v(self, value: MetaMLP, obs, task_ids) -> torch.Tensor:
+        T, B, _ = obs.shape
+        return value.run(value.state(1), self._with_id(obs, task_ids)).reshape(T, B)
+
+    def _value_loss(self, value: MetaMLP, tr: Transitions, task_ids) -> torch.Tensor:
+        """Per-task MSE of V to the Monte-Carlo return (no bootstrap in multitask mode): [T]."""
+        return (self._v(value, tr.obs, task_ids) - tr.mc_return).pow(2).mean(-1)
+
+    def _policy_loss(self, policy: MetaMLP, value: MetaMLP, tr: Transitions, task_ids):
+        """Per-task AWR loss with A = mc + γ^(T−t)·V(s_T) − V(s): [T]."""
+        cfg = self.config
+        with torch.no_grad():
+            adv = (tr.mc_return + tr.terminal_discount * self._v(value, tr.terminal_obs, task_ids)
+                   - self._v(value, tr.obs, task_ids))
+            w = awr_weights(adv, cfg.awr_temperature, cfg.max_weight)
+        T, B, _ = tr.obs.shape
+        mean = policy.run(policy.state(1), self._with_id(tr.obs, task_ids)).reshape(T, B, -1)
+        logp = gaussian_log_prob(torch.tanh(mean), tr.action, cfg.action_sigma)
+        return -(w * logp).mean(-1)
+
+    # -- the interface -------------------------------------------------------------------------
+    def meta_train_step(self, batch: MetaBatch) -> dict[str, float]:
+        tr, ids = batch.outer, batch.task_ids
+        v_loss = self._value_loss(self.value, tr, ids)
+        self.value_opt.zero_grad(set_to_none=True)
+        (v_loss.sum() / self.n_train_tasks).backward()
+        self.value_opt.step()
+        p_loss = self._policy_loss(self.policy, self.value, tr, ids)
+        self.policy_opt.zero_grad(set_to_none=True)
+        (p_loss.sum() / self.n_train_tasks).backward()
+        self.policy_opt.step()
+        return {"train/value_loss": v_loss.mean().item(), "train/policy_loss": p_loss.mean().item()}
+
+    def adapt(self, support: Transitions) -> Policy:
+        cfg = self.config
+        tr = support.to(self.device).map(lambda x: x.unsqueeze(0))
+        value, policy = copy.deepcopy(self.value), copy.deepcopy(self.policy)
+        v_opt = torch.optim.Adam(value.parameters(), lr=cfg.finetune_value_lr)
+        p_opt = torch.optim.Adam(policy.parameters(), lr=cfg.finetune_policy_lr)
+        with torch.enable_grad():
+            for _ in range(cfg.finetune_steps):
+                v_opt.zero_grad()
+                self._value_loss(value, tr, None).sum().backward()
+                v_opt.step()
+                p_opt.zero_grad()
+                self._policy_loss(policy, value, tr, None).sum().backward()
+                p_opt.step()
+        return _OneHotPolicy(policy, self.n_train_tasks)
+
+

@@ -1,0 +1,181 @@
+"""Offline PEARL: probabilistic context variables with SAC, trained from fixed buffers only.
+
+Reference: Rakelly et al., ICML 2019 ("Efficient Off-Policy Meta-RL via Probabilistic Context
+Variables") and oyster (``rlkit/torch/sac/sac.py`` ``_take_step``, ``agent.py``,
+``configs/default.py``). As the MACAW paper ran it, every batch — SAC's and the encoder's
+context — comes from the offline buffers, and at test time the posterior over the latent task
+variable is inferred from the adaptation set; the policy then acts with the posterior mean.
+
+Per step, for each sampled task: the encoder maps every context transition to a Gaussian factor,
+their product is q(z|c); z ~ q is appended to the observation of the policy π(a|s,z), twin
+Q(s,a,z) and V(s,z). Losses (oyster): Q to r·scale + γ(1−d)·V̄(s′,z) (the encoder learns through
+the Q loss, plus KL(q‖N(0,I))·0.1); V to min Q(s,π,z) − log π; π to log π − min Q, with oyster's
+small mean/log-σ penalties; V̄ is a Polyak copy of V.
+
+Deviations *(ours)*: the context for a task is the harness's inner batch (consecutive rows, like
+the test-time adaptation set) rather than oyster's separate encoder buffer of recent data.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from algorithms.base import OfflineMetaLearner, Policy
+from algorithms.batch import MetaBatch, Transitions
+
+
+@dataclass(frozen=True)
+class PEARLConfig:
+    """oyster's ``configs/default.py`` defaults."""
+
+    latent_size: int = 5
+    width: int = 300
+    """units per layer of every network (3 layers)"""
+    depth: int = 3
+    kl_lambda: float = 0.1
+    """weight of KL(q(z|c) ‖ N(0, I)) (information bottleneck)"""
+    reward_scale: float = 5.0
+    """5 by default; oyster's per-env configs change it"""
+    discount: float = 0.99
+    soft_target_tau: float = 0.005
+    policy_lr: float = 3e-4
+    qf_lr: float = 3e-4
+    vf_lr: float = 3e-4
+    context_lr: float = 3e-4
+    policy_mean_reg: float = 1e-3
+    policy_std_reg: float = 1e-3
+    use_next_obs_in_context: bool = False
+    """context = (s, a, r, s′) instead of (s, a, r) (oyster's walker setting)"""
+    tasks_per_batch: int = 16
+    """oyster's meta-batch"""
+    inner_batch: int = 100
+    """context transitions per task (oyster: 100 for cheetah-vel/walker, 256 dir tasks)"""
+    outer_batch: int = 256
+    """SAC batch per task"""
+
+
+def _mlp(inp: int, out: int, width: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(inp if i == 0 else width, width), nn.ReLU()]
+    layers.append(nn.Linear(width, out))
+    return nn.Sequential(*layers)
+
+
+class _PosteriorMeanPolicy(Policy):
+    def __init__(self, policy: nn.Module, z: torch.Tensor):
+        self.policy, self.z = policy, z  # z: [latent]
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        mean, _ = self.policy(torch.cat([obs, self.z.expand(obs.shape[0], -1)], -1)).chunk(2, -1)
+        return torch.tanh(mean)
+
+
+class OfflinePEARL(OfflineMetaLearner):
+    name = "pearl"
+    Config = PEARLConfig
+
+    def __init__(self, obs_dim, act_dim, n_train_tasks, config=None, device="cpu", seed=0):
+        super().__init__(obs_dim, act_dim, n_train_tasks, config, device, seed)
+        cfg = self.config
+        w, d, zdim = cfg.width, cfg.depth, cfg.latent_size
+        ctx = 2 * obs_dim + act_dim + 1 if cfg.use_next_obs_in_context else obs_dim + act_dim + 1
+        self.encoder = _mlp(ctx, 2 * zdim, w, d).to(self.device)
+        self.policy = _mlp(obs_dim + zdim, 2 * act_dim, w, d).to(self.device)
+        self.qf1 = _mlp(obs_dim + act_dim + zdim, 1, w, d).to(self.device)
+        self.qf2 = _mlp(obs_dim + act_dim + zdim, 1, w, d).to(self.device)
+        self.vf = _mlp(obs_dim + zdim, 1, w, d).to(self.device)
+        self.vf_target = copy.deepcopy(self.vf).requires_grad_(False)
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
+        self.qf_opt = torch.optim.Adam([*self.qf1.parameters(), *self.qf2.parameters()],
+                                       lr=cfg.qf_lr)
+        self.vf_opt = torch.optim.Adam(self.vf.parameters(), lr=cfg.vf_lr)
+        self.context_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.context_lr)
+
+    # -- context → posterior -------------------------------------------------------------------
+    def _context(self, tr: Transitions) -> torch.Tensor:
+        parts = [tr.obs, tr.action, tr.reward.unsqueeze(-1)]
+        if self.config.use_next_obs_in_context:
+            parts.append(tr.next_obs)
+        return torch.cat(parts, -1)  # [T, N, ctx]
+
+    def posterior(self, tr: Transitions) -> tuple[torch.Tensor, torch.Tensor]:
+        """Product of per-transition Gaussians: mean and variance, each [T, latent]."""
+        mu, raw = self.encoder(self._context(tr)).chunk(2, -1)
+        var = F.softplus(raw).clamp(min=1e-7)
+        post_var = 1.0 / (1.0 / var).sum(1)
+        post_mu = post_var * (mu / var).sum(1)
+        return post_mu, post_var
+
+    # -- SAC pieces ----------------------------------------------------------------------------
+    def _pi(self, obs_z: torch.Tensor):
+        """Tanh-Gaussian sample, its log-prob, and the pre-tanh mean / log σ."""
+        mean, log_std = self.policy(obs_z).chunk(2, -1)
+        log_std = log_std.clamp(-20.0, 2.0)
+        std = log_std.exp()
+        u = mean + std * torch.randn_like(mean)
+        a = torch.tanh(u)
+        logp = (-0.5 * ((u - mean) / std).pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = logp - torch.log1p(-a.pow(2) + 1e-6).sum(-1)
+        return a, logp, mean, log_std
+
+    def meta_train_step(self, batch: MetaBatch) -> dict[str, float]:
+        cfg = self.config
+        tr = batch.outer  # [T, B, ...] SAC batch
+        T, B = tr.reward.shape
+        mu, var = self.posterior(batch.inner)
+        z = mu + var.sqrt() * torch.randn_like(mu)  # [T, latent] (reparameterised)
+        kl = 0.5 * (var + mu.pow(2) - 1.0 - var.log()).sum(-1).sum()
+        zb = z.unsqueeze(1).expand(T, B, -1)
+
+        obs_z = torch.cat([tr.obs, zb], -1)
+        q_in = torch.cat([tr.obs, tr.action, zb], -1)
+        q1, q2 = self.qf1(q_in).squeeze(-1), self.qf2(q_in).squeeze(-1)
+        with torch.no_grad():
+            v_next = self.vf_target(torch.cat([tr.next_obs, zb], -1)).squeeze(-1)
+            q_target = tr.reward * cfg.reward_scale + (1.0 - tr.done) * cfg.discount * v_next
+        q_loss = (q1 - q_target).pow(2).mean() + (q2 - q_target).pow(2).mean()
+        self.context_opt.zero_grad(set_to_none=True)
+        self.qf_opt.zero_grad(set_to_none=True)
+        (q_loss + cfg.kl_lambda * kl).backward()  # the encoder learns through Q and the KL
+        self.qf_opt.step()
+        self.context_opt.step()
+
+        obs_zd = obs_z.detach()
+        zd = zb.detach()
+        a, logp, mean, log_std = self._pi(obs_zd)
+        q_new_in = torch.cat([tr.obs, a, zd], -1)
+        min_q = torch.min(self.qf1(q_new_in), self.qf2(q_new_in)).squeeze(-1)
+        v = self.vf(obs_zd).squeeze(-1)
+        v_loss = (v - (min_q - logp).detach()).pow(2).mean()
+        self.vf_opt.zero_grad(set_to_none=True)
+        v_loss.backward()
+        self.vf_opt.step()
+        with torch.no_grad():
+            for p, tp in zip(self.vf.parameters(), self.vf_target.parameters()):
+                tp.lerp_(p, cfg.soft_target_tau)
+
+        policy_loss = (logp - min_q).mean()
+        policy_loss = policy_loss + cfg.policy_mean_reg * mean.pow(2).mean()
+        policy_loss = policy_loss + cfg.policy_std_reg * log_std.pow(2).mean()
+        self.policy_opt.zero_grad(set_to_none=True)
+        policy_loss.backward()  # Q grads from this pass are discarded at the next zero_grad
+        self.policy_opt.step()
+        return {
+            "train/q_loss": q_loss.item(),
+            "train/v_loss": v_loss.item(),
+            "train/policy_loss": policy_loss.item(),
+            "train/kl": kl.item() / T,
+            "train/z_var": var.mean().item(),
+        }
+
+    def adapt(self, support: Transitions) -> Policy:
+        with torch.no_grad():
+            mu, _ = self.posterior(support.to(self.device).map(lambda x: x.unsqueeze(0)))
+        return _PosteriorMeanPolicy(self.policy, mu[0])
