@@ -10,6 +10,7 @@ module, optimizer and tensor attribute). A learner outside this repository is lo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 from abc import ABC, abstractmethod
@@ -75,8 +76,10 @@ class OfflineMetaLearner(ABC):
         self.obs_dim, self.act_dim, self.n_train_tasks = obs_dim, act_dim, n_train_tasks
         self.config = config if config is not None else self.Config()
         if not isinstance(self.config, self.Config):
-            raise TypeError(f"{self.name} expects a {self.Config.__qualname__}, "
-                            f"got {type(self.config).__qualname__}")
+            raise TypeError(
+                f"{self.name} expects a {self.Config.__qualname__}, "
+                f"got {type(self.config).__qualname__}"
+            )
         self.device = torch.device(device)
         self.seed = seed
         self.steps = 0
@@ -91,6 +94,10 @@ class OfflineMetaLearner(ABC):
     def adapt(self, support: Transitions) -> Policy:
         """Adapt to a new task from its adaptation set ``[N, …]``; return its policy."""
 
+    def prior_policy(self) -> Policy:
+        """The policy before any adaptation (for the pre-adaptation score). Optional."""
+        raise NotImplementedError(f"{self.name} does not define a pre-adaptation policy")
+
     # -- provided --------------------------------------------------------------------------------
     def train_step(self, batch: MetaBatch) -> dict[str, float]:
         """What the harness calls: moves the batch to the device and counts steps."""
@@ -100,7 +107,8 @@ class OfflineMetaLearner(ABC):
 
     def _checkpoint_items(self) -> dict[str, Any]:
         return {
-            k: v for k, v in vars(self).items()
+            k: v
+            for k, v in vars(self).items()
             if isinstance(v, nn.Module | torch.optim.Optimizer | torch.Tensor)
         }
 
@@ -113,20 +121,29 @@ class OfflineMetaLearner(ABC):
             "dims": [self.obs_dim, self.act_dim, self.n_train_tasks],
         }
         for k, v in self._checkpoint_items().items():
-            out[k] = v.detach().clone() if isinstance(v, torch.Tensor) else v.state_dict()
+            # deep copies: a checkpoint must not alias live parameters or optimizer moments
+            out[k] = (
+                v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v.state_dict())
+            )
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("learner") != self.name:
-            raise ValueError(f"checkpoint is of learner {state.get('learner')!r}, not {self.name!r}")
+            raise ValueError(
+                f"checkpoint is of learner {state.get('learner')!r}, not {self.name!r}"
+            )
         mine = dataclasses.asdict(self.config)
         if state.get("config") != mine:
             diff = sorted(k for k in mine if state.get("config", {}).get(k) != mine[k])
-            raise ValueError(f"checkpoint was made with a different {self.name} config "
-                             f"(differs in: {', '.join(diff) or 'keys'})")
+            raise ValueError(
+                f"checkpoint was made with a different {self.name} config "
+                f"(differs in: {', '.join(diff) or 'keys'})"
+            )
         if state.get("dims") != [self.obs_dim, self.act_dim, self.n_train_tasks]:
-            raise ValueError(f"checkpoint dims {state.get('dims')} do not match "
-                             f"{[self.obs_dim, self.act_dim, self.n_train_tasks]}")
+            raise ValueError(
+                f"checkpoint dims {state.get('dims')} do not match "
+                f"{[self.obs_dim, self.act_dim, self.n_train_tasks]}"
+            )
         for k, v in self._checkpoint_items().items():
             if isinstance(v, torch.Tensor):
                 with torch.no_grad():
@@ -159,8 +176,10 @@ def learner_class(spec: str) -> type[OfflineMetaLearner]:
         return cls
     _import_builtin()
     if spec not in OfflineMetaLearner._registry:
-        raise ValueError(f"unknown algorithm {spec!r}; known algorithms: "
-                         f"{', '.join(known_learners())} (or give module.path:ClassName)")
+        raise ValueError(
+            f"unknown algorithm {spec!r}; known algorithms: "
+            f"{', '.join(known_learners())} (or give module.path:ClassName)"
+        )
     return OfflineMetaLearner._registry[spec]
 
 
@@ -170,5 +189,7 @@ def make_config(cls: type[OfflineMetaLearner], overrides: dict[str, Any] | None 
     known = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"unknown {cls.name} config key(s) {unknown}; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"unknown {cls.name} config key(s) {unknown}; known: {', '.join(sorted(known))}"
+        )
     return cls.Config(**overrides)

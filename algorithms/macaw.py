@@ -113,15 +113,20 @@ class MACAW(OfflineMetaLearner):
         hidden = [cfg.width] * cfg.depth
         head = [32, 1] if cfg.advantage_head else None
         self.value = MetaMLP([obs_dim, *hidden, 1], kind, latent=cfg.wt_latent).to(self.device)
-        self.policy = MetaMLP([obs_dim, *hidden, act_dim], kind, head, cfg.wt_latent).to(self.device)
+        self.policy = MetaMLP([obs_dim, *hidden, act_dim], kind, head, cfg.wt_latent).to(
+            self.device
+        )
         lr0 = inverse_softplus(cfg.inner_lr)
         grad_lrs = cfg.learn_inner_lrs
-        self.value_lrs = torch.full((self.value.n_lr_slots,), lr0, device=self.device,
-                                    requires_grad=grad_lrs)
-        self.policy_lrs = torch.full((self.policy.n_lr_slots,), lr0, device=self.device,
-                                     requires_grad=grad_lrs)
-        self.head_coef = torch.tensor(inverse_softplus(cfg.head_coef), device=self.device,
-                                      requires_grad=cfg.advantage_head)
+        self.value_lrs = torch.full(
+            (self.value.n_lr_slots,), lr0, device=self.device, requires_grad=grad_lrs
+        )
+        self.policy_lrs = torch.full(
+            (self.policy.n_lr_slots,), lr0, device=self.device, requires_grad=grad_lrs
+        )
+        self.head_coef = torch.tensor(
+            inverse_softplus(cfg.head_coef), device=self.device, requires_grad=cfg.advantage_head
+        )
         self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr, fused=True)
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr, fused=True)
         meta = [t for t in (self.value_lrs, self.policy_lrs, self.head_coef) if t.requires_grad]
@@ -137,8 +142,10 @@ class MACAW(OfflineMetaLearner):
         forward pass (no gradient: SPEC §4 step 4)."""
         obs = torch.cat([x for tr in trs for x in (tr.obs, tr.terminal_obs)], dim=1)
         values = self._v(v_state, obs).split([len(tr) for tr in trs for _ in (0, 1)], dim=1)
-        return [tr.mc_return + tr.terminal_discount * values[2 * i + 1] - values[2 * i]
-                for i, tr in enumerate(trs)]
+        return [
+            tr.mc_return + tr.terminal_discount * values[2 * i + 1] - values[2 * i]
+            for i, tr in enumerate(trs)
+        ]
 
     def _adapt_value(self, tr: Transitions, steps: int, create_graph: bool):
         """Inner value steps on MC returns; returns the adapted state and the soft target."""
@@ -182,8 +189,11 @@ class MACAW(OfflineMetaLearner):
             losses.append(loss.item())
             if head_loss is not None:
                 head_losses.append(head_loss.mean().item())
-        return state, sum(losses) / len(losses), (sum(head_losses) / len(head_losses)
-                                                  if head_losses else 0.0)
+        return (
+            state,
+            sum(losses) / len(losses),
+            (sum(head_losses) / len(head_losses) if head_losses else 0.0),
+        )
 
     def _value_outer(self, outer: Transitions, v_state: NetState, v_target: NetState):
         """Per-task outer value loss: MSE to mc_return + γ^(T−t)·V_target(s_T). → [T]"""
@@ -223,8 +233,9 @@ class MACAW(OfflineMetaLearner):
         After ``loss.backward()`` call :meth:`flush_grads` to complete the WT gradients.
         """
         cfg = self.config
-        v_state, v_target, inner_v = self._adapt_value(batch.inner, cfg.inner_steps,
-                                                       not cfg.first_order)
+        v_state, v_target, inner_v = self._adapt_value(
+            batch.inner, cfg.inner_steps, not cfg.first_order
+        )
         outer_v = self._value_outer(batch.outer, v_state, v_target)
         outer_p, metrics = self._policy_outer(batch, v_state)
         loss = (outer_v.sum() + outer_p.sum()) / self.n_train_tasks  # SPEC §4 step 7
@@ -255,3 +266,7 @@ class MACAW(OfflineMetaLearner):
             advs = self._advantages(v_state, [_split(tr, steps, i) for i in range(steps)])
             p_state, _, _ = self._adapt_policy(tr, advs, create_graph=False)
         return StatePolicy(self.policy, p_state.detach())
+
+    def prior_policy(self) -> Policy:
+        with torch.no_grad():
+            return StatePolicy(self.policy, self.policy.state(1).detach())

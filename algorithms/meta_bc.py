@@ -55,11 +55,16 @@ class MetaBC(OfflineMetaLearner):
         kind = "wt" if cfg.weight_transform else "bt"
         sizes = [obs_dim, *[cfg.width] * cfg.depth, act_dim]
         self.policy = MetaMLP(sizes, kind, latent=cfg.wt_latent).to(self.device)
-        self.policy_lrs = torch.full((self.policy.n_lr_slots,), inverse_softplus(cfg.inner_lr),
-                                     device=self.device, requires_grad=cfg.learn_inner_lrs)
+        self.policy_lrs = torch.full(
+            (self.policy.n_lr_slots,),
+            inverse_softplus(cfg.inner_lr),
+            device=self.device,
+            requires_grad=cfg.learn_inner_lrs,
+        )
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr, fused=True)
-        self.meta_opt = (torch.optim.Adam([self.policy_lrs], lr=cfg.meta_lr)
-                         if cfg.learn_inner_lrs else None)
+        self.meta_opt = (
+            torch.optim.Adam([self.policy_lrs], lr=cfg.meta_lr) if cfg.learn_inner_lrs else None
+        )
 
     def _nll(self, state: NetState, tr: Transitions) -> torch.Tensor:
         """Per-task mean negative log-likelihood of the data's actions: [T]."""
@@ -103,3 +108,7 @@ class MetaBC(OfflineMetaLearner):
         with torch.enable_grad():
             state, _ = self._adapt(tr, self.config.test_inner_steps, create_graph=False)
         return StatePolicy(self.policy, state.detach())
+
+    def prior_policy(self) -> Policy:
+        with torch.no_grad():
+            return StatePolicy(self.policy, self.policy.state(1).detach())

@@ -87,8 +87,11 @@ class MTFinetune(OfflineMetaLearner):
         """Per-task AWR loss with A = mc + γ^(T−t)·V(s_T) − V(s): [T]."""
         cfg = self.config
         with torch.no_grad():
-            adv = (tr.mc_return + tr.terminal_discount * self._v(value, tr.terminal_obs, task_ids)
-                   - self._v(value, tr.obs, task_ids))
+            adv = (
+                tr.mc_return
+                + tr.terminal_discount * self._v(value, tr.terminal_obs, task_ids)
+                - self._v(value, tr.obs, task_ids)
+            )
             w = awr_weights(adv, cfg.awr_temperature, cfg.max_weight)
         T, B, _ = tr.obs.shape
         mean = policy.run(policy.state(1), self._with_id(tr.obs, task_ids)).reshape(T, B, -1)
@@ -124,4 +127,5 @@ class MTFinetune(OfflineMetaLearner):
                 p_opt.step()
         return _OneHotPolicy(policy, self.n_train_tasks)
 
-
+    def prior_policy(self) -> Policy:
+        return _OneHotPolicy(copy.deepcopy(self.policy), self.n_train_tasks)

@@ -118,20 +118,42 @@ class WTState:
         for coef, gj, zj in self.corr:
             g_z = g_z - coef * (gj * g).sum(-1, keepdim=True) * zj
         corr = [*self.corr, (lr_a.reshape(1, 1), g, self.z)]
-        return WTState(self.fan_in, self.fan_out, self.A, self.z - lr_z * g_z, self.c - lr_c * g,
-                       corr, self.sink)
+        return WTState(
+            self.fan_in,
+            self.fan_out,
+            self.A,
+            self.z - lr_z * g_z,
+            self.c - lr_c * g,
+            corr,
+            self.sink,
+        )
 
     def lerp(self, other: WTState, w: float) -> WTState:
         """(1 − w)·self + w·other in parameter space (for the soft target network)."""
         corr = [((1 - w) * c, g, z) for c, g, z in self.corr]
         corr += [(w * c, g, z) for c, g, z in other.corr]
-        return WTState(self.fan_in, self.fan_out, self.A, torch.lerp(self.z, other.z, w),
-                       torch.lerp(self.c, other.c, w), corr, self.sink)
+        return WTState(
+            self.fan_in,
+            self.fan_out,
+            self.A,
+            torch.lerp(self.z, other.z, w),
+            torch.lerp(self.c, other.c, w),
+            corr,
+            self.sink,
+        )
 
     def detach(self) -> WTState:
         corr = [(c.detach(), g.detach(), z.detach()) for c, g, z in self.corr]
-        return WTState(self.fan_in, self.fan_out, self.A.detach(), self.z.detach(),
-                       self.c.detach(), corr, None, self.theta.detach())
+        return WTState(
+            self.fan_in,
+            self.fan_out,
+            self.A.detach(),
+            self.z.detach(),
+            self.c.detach(),
+            corr,
+            None,
+            self.theta.detach(),
+        )
 
 
 @dataclass
@@ -160,17 +182,30 @@ class BTState:
         g_w, g_bias = grads
         g_b = torch.bmm(self.M, g_bias.unsqueeze(-1)).squeeze(-1)  # d bias / d b = M
         g_m = self.b.unsqueeze(-1) * g_bias.unsqueeze(1)  # b ⊗ g
-        return BTState(self.W - lrs[0] * g_w, self.bl - lrs[1] * g_bias, self.b - lrs[2] * g_b,
-                       self.M - lrs[3] * g_m)
+        return BTState(
+            self.W - lrs[0] * g_w,
+            self.bl - lrs[1] * g_bias,
+            self.b - lrs[2] * g_b,
+            self.M - lrs[3] * g_m,
+        )
 
     def lerp(self, other: BTState, w: float) -> BTState:
-        return BTState(*(torch.lerp(a, b, w) for a, b in
-                         ((self.W, other.W), (self.bl, other.bl), (self.b, other.b),
-                          (self.M, other.M))))
+        return BTState(
+            *(
+                torch.lerp(a, b, w)
+                for a, b in (
+                    (self.W, other.W),
+                    (self.bl, other.bl),
+                    (self.b, other.b),
+                    (self.M, other.M),
+                )
+            )
+        )
 
     def detach(self) -> BTState:
-        return BTState(self.W.detach(), self.bl.detach(), self.b.detach(), self.M.detach(),
-                       self.bias.detach())
+        return BTState(
+            self.W.detach(), self.bl.detach(), self.b.detach(), self.M.detach(), self.bias.detach()
+        )
 
 
 LayerState = WTState | BTState
@@ -220,8 +255,15 @@ class WTLinear(nn.Module):
         self.deferred: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def state(self, T: int) -> WTState:
-        return WTState(self.fan_in, self.fan_out, self.A, self.z.expand(T, -1),
-                       self.c.expand(T, -1), [], self.deferred)
+        return WTState(
+            self.fan_in,
+            self.fan_out,
+            self.A,
+            self.z.expand(T, -1),
+            self.c.expand(T, -1),
+            [],
+            self.deferred,
+        )
 
     def flush_deferred_grads(self) -> None:
         """Add the recorded rank-T factors into ``A.grad`` with one matmul."""
@@ -248,8 +290,12 @@ class BTLinear(nn.Module):
         self.M = nn.Parameter(nn.init.xavier_normal_(torch.empty(fan_out, fan_out)))
 
     def state(self, T: int) -> BTState:
-        return BTState(self.W.expand(T, -1, -1), self.bl.expand(T, -1), self.b.expand(T, -1),
-                       self.M.expand(T, -1, -1))
+        return BTState(
+            self.W.expand(T, -1, -1),
+            self.bl.expand(T, -1),
+            self.b.expand(T, -1),
+            self.M.expand(T, -1, -1),
+        )
 
 
 def _linear(state: LayerState, x: torch.Tensor) -> torch.Tensor:
@@ -270,8 +316,13 @@ class MetaMLP(nn.Module):
         latent: WT latent size (100 in the paper).
     """
 
-    def __init__(self, sizes: list[int], transform: str = "wt", head: list[int] | None = None,
-                 latent: int = 100):
+    def __init__(
+        self,
+        sizes: list[int],
+        transform: str = "wt",
+        head: list[int] | None = None,
+        latent: int = 100,
+    ):
         super().__init__()
         if transform not in ("wt", "bt"):
             raise ValueError(f"unknown layer transform {transform!r}; known: wt, bt")

@@ -93,8 +93,9 @@ class OfflinePEARL(OfflineMetaLearner):
         self.vf = _mlp(obs_dim + zdim, 1, w, d).to(self.device)
         self.vf_target = copy.deepcopy(self.vf).requires_grad_(False)
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
-        self.qf_opt = torch.optim.Adam([*self.qf1.parameters(), *self.qf2.parameters()],
-                                       lr=cfg.qf_lr)
+        self.qf_opt = torch.optim.Adam(
+            [*self.qf1.parameters(), *self.qf2.parameters()], lr=cfg.qf_lr
+        )
         self.vf_opt = torch.optim.Adam(self.vf.parameters(), lr=cfg.vf_lr)
         self.context_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.context_lr)
 
@@ -179,3 +180,9 @@ class OfflinePEARL(OfflineMetaLearner):
         with torch.no_grad():
             mu, _ = self.posterior(support.to(self.device).map(lambda x: x.unsqueeze(0)))
         return _PosteriorMeanPolicy(self.policy, mu[0])
+
+    def prior_policy(self) -> Policy:
+        """Acts with the prior mean z = 0 (no context seen)."""
+        return _PosteriorMeanPolicy(
+            self.policy, torch.zeros(self.config.latent_size, device=self.device)
+        )
