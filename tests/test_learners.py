@@ -10,7 +10,7 @@ import torch
 from algorithms import OfflineMetaLearner, known_learners, learner_class, make_config
 from algorithms.macaw import MACAW, MACAWConfig
 from algorithms.networks import count_parameters
-from tests.test_macaw_gradient import make_batch
+from tests.reference_macaw import make_batch
 
 SMALL = {
     "macaw": {"width": 16, "wt_latent": 8, "inner_batch": 16, "outer_batch": 16},

@@ -1,0 +1,45 @@
+"""Meta-iteration cost of each learner at the paper's settings, with a reference in the same run.
+
+HalfCheetah dimensions (obs 20, act 6), batch 256 per task, 5 tasks (PEARL: its 16), MACAW with
+weight transform. The reference is a plain per-task autograd loop of the same MACAW equations
+(``tests/reference_macaw.py``); the ratio of the two medians is what we report.
+"""
+
+import pytest
+import torch
+
+from algorithms import learner_class
+from algorithms.macaw import MACAW
+from tests.reference_macaw import ReferenceMACAWStep, make_batch
+
+OBS, ACT, N_TRAIN = 20, 6, 35
+_medians: dict[str, float] = {}
+
+
+def _batch(learner):
+    cfg = learner.config
+    return make_batch(cfg.tasks_per_batch, cfg.outer_batch, OBS, ACT)
+
+
+def test_reference_per_task_autograd_macaw_step(benchmark):
+    step = ReferenceMACAWStep(MACAW(OBS, ACT, N_TRAIN))
+    batch = make_batch(5, 256, OBS, ACT)
+    benchmark.pedantic(step, args=(batch,), rounds=5, warmup_rounds=1)
+    _medians["reference"] = benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("name", ["macaw", "meta-bc", "mt-ft", "pearl"])
+def test_meta_train_step(benchmark, name):
+    learner = learner_class(name)(OBS, ACT, N_TRAIN)
+    batch = _batch(learner)
+    if learner.config.inner_batch != learner.config.outer_batch:
+        inner = make_batch(learner.config.tasks_per_batch, learner.config.inner_batch, OBS, ACT)
+        batch = type(batch)(inner.inner, batch.outer, batch.task_ids)
+    rounds = 10 if name != "pearl" else 5
+    benchmark.pedantic(learner.meta_train_step, args=(batch,), rounds=rounds, warmup_rounds=2)
+    median = benchmark.stats.stats.median
+    benchmark.extra_info["ms_per_step"] = round(median * 1e3, 1)
+    if name == "macaw" and "reference" in _medians:
+        benchmark.extra_info["speedup_vs_reference"] = round(_medians["reference"] / median, 2)
+        print(f"\nMACAW step {median * 1e3:.1f} ms; per-task autograd reference "
+              f"{_medians['reference'] * 1e3:.1f} ms; ratio {_medians['reference'] / median:.1f}×")
