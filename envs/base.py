@@ -106,13 +106,18 @@ def register_family_prefix(prefix: str, factory: Callable[[str], TaskFamily]) ->
     _PREFIXES[prefix] = factory
 
 
+def _register_builtin() -> None:
+    from envs import metaworld_families, mujoco_families, point_robot  # noqa: F401  (registers)
+
+
 def known_families() -> list[str]:
+    _register_builtin()
     return sorted(_FAMILIES) + [f"{p}<name>" for p in sorted(_PREFIXES)]
 
 
 def make_family(name: str) -> TaskFamily:
     """Build a registered family by name; unknown names get an error listing the known ones."""
-    from envs import metaworld_families, mujoco_families, point_robot  # noqa: F401  (registers)
+    _register_builtin()
 
     if name in _FAMILIES:
         return _FAMILIES[name]()

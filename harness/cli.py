@@ -80,10 +80,57 @@ def _cmd_data_info(args) -> None:
     )
 
 
+def _csv(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def _cmd_run(args) -> None:
+    import os
+
+    from tqdm import tqdm
+
+    from harness.collect.build import build
+    from harness.executors import run_all
+    from harness.plots import build_report
+    from harness.runner import load_results
+    from harness.suite import load_suite
+
+    seeds = [int(x) for x in _csv(args.seeds)] if args.seeds else None
+    name, runs, raw = load_suite(args.suite, _csv(args.algorithms), _csv(args.families), seeds)
+    print(f"suite {name}: {len(runs)} runs — {raw.get('description', '').strip()}")
+    for fam, budget, dseed in sorted({(r.family, r.data_budget, r.data_seed) for r in runs}):
+        build(fam, budget, dseed, args.root, workers=os.cpu_count() or 1, progress=not args.quiet)
+    bar = tqdm(total=len(runs), desc=f"{name} runs", unit="run", disable=args.quiet)
+    run_all(
+        runs,
+        args.results,
+        args.root,
+        args.executor,
+        args.workers,
+        args.address,
+        on_done=lambda cfg: bar.update(1),
+    )
+    bar.close()
+    out = build_report(load_results(args.results / name), args.reports / name, f"Suite: {name}")
+    print(f"report: {out / 'README.md'}")
+
+
+def _cmd_report(args) -> None:
+    from harness.plots import build_report
+    from harness.runner import load_results
+
+    results = Path(args.results_dir)
+    out = args.out or Path("reports") / results.name
+    build_report(load_results(results), out, f"Suite: {results.name}")
+    print(f"report: {out / 'README.md'}")
+
+
 def _cmd_list(args) -> None:
     from envs import known_families
+    from harness.suite import known_suites
 
     print("families: " + ", ".join(known_families()))
+    print("suites: " + ", ".join(known_suites()))
     try:
         from algorithms import known_learners
 
@@ -119,7 +166,26 @@ def make_parser() -> argparse.ArgumentParser:
             d.add_argument("--quiet", action="store_true", help="no progress bars")
         d.set_defaults(fn=fn)
 
-    lst = sub.add_parser("list", help="registered families, algorithms and budgets")
+    run = sub.add_parser("run", help="run a suite (resumes what was interrupted) and report it")
+    run.add_argument("--suite", default="quick", help="suite name or path to a .toml file")
+    run.add_argument("--algorithms", help="comma-separated; overrides the suite's")
+    run.add_argument("--families", help="comma-separated; overrides the suite's")
+    run.add_argument("--seeds", help="comma-separated integers; overrides the suite's")
+    run.add_argument("--executor", default="local", help="local | inprocess | ray")
+    run.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    run.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
+    run.add_argument("--results", type=Path, default=Path("results"))
+    run.add_argument("--reports", type=Path, default=Path("reports"))
+    run.add_argument("--root", type=Path, default=None, help="dataset cache root")
+    run.add_argument("--quiet", action="store_true")
+    run.set_defaults(fn=_cmd_run)
+
+    rep = sub.add_parser("report", help="rebuild figures and tables from result files only")
+    rep.add_argument("results_dir", help="e.g. results/quick")
+    rep.add_argument("--out", type=Path, default=None, help="default reports/<suite>")
+    rep.set_defaults(fn=_cmd_report)
+
+    lst = sub.add_parser("list", help="registered families, algorithms, suites and budgets")
     lst.set_defaults(fn=_cmd_list)
     return p
 
@@ -130,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.fn(args)
-    except (DatasetError, ValueError, FileNotFoundError) as e:
+    except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,7 +4,8 @@
 library or schema registry needed), written uncompressed with fixed zip timestamps so the same
 data gives the same bytes. Fields (SPEC §2): ``obs, action, reward, next_obs, done, mc_return,
 terminal_obs, terminal_discount`` per transition, and ``episode_start, episode_length,
-episode_return, episode_success`` per episode, in chronological order.
+episode_return, episode_success`` per episode, in chronological order. Actions are stored
+normalised to [-1, 1] (divided by the action space's bound), the space every learner acts in.
 
 **Manifest.** ``manifest.json`` beside the files records the family (tasks, parameters, split),
 the generator config and seed, package versions and the sha256 of every file. Loading checks
@@ -30,7 +31,7 @@ import torch
 from algorithms.batch import MetaBatch, Transitions
 
 GAMMA = 0.99
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: actions normalised to [-1, 1]
 TRANSITION_FIELDS = (
     "obs",
     "action",

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from algorithms.batch import MetaBatch, Transitions
 from algorithms.macaw import MACAW
 
+
 def layer_forward(kind, p, x, fan_in, fan_out):
     if kind == "wt":
         z, A, c = p
@@ -143,8 +144,6 @@ def make_batch(T, B, obs, act, seed=0):
     return MetaBatch(tr(), tr(), torch.arange(T))
 
 
-
-
 class ReferenceMACAWStep:
     """One meta-iteration the straightforward way: per-task loop, full second-order autograd,
     then the same Adam updates as MACAW. Only for timing against ``MACAW.meta_train_step``."""
@@ -157,13 +156,16 @@ class ReferenceMACAWStep:
         self.p_lrs = m.policy_lrs.detach().clone().requires_grad_()
         self.head_c = m.head_coef.detach().clone().requires_grad_()
         cfg = m.config
-        self.opts = [torch.optim.Adam(self.vp, lr=cfg.value_lr),
-                     torch.optim.Adam(self.pp, lr=cfg.policy_lr),
-                     torch.optim.Adam([self.v_lrs, self.p_lrs, self.head_c], lr=cfg.meta_lr)]
+        self.opts = [
+            torch.optim.Adam(self.vp, lr=cfg.value_lr),
+            torch.optim.Adam(self.pp, lr=cfg.policy_lr),
+            torch.optim.Adam([self.v_lrs, self.p_lrs, self.head_c], lr=cfg.meta_lr),
+        ]
 
     def __call__(self, batch: MetaBatch) -> float:
         loss = reference_meta_loss(
-            self.m, batch, (self.vp, self.pp, self.v_lrs, self.p_lrs, self.head_c))
+            self.m, batch, (self.vp, self.pp, self.v_lrs, self.p_lrs, self.head_c)
+        )
         for o in self.opts:
             o.zero_grad(set_to_none=True)
         loss.backward()

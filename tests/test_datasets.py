@@ -184,3 +184,9 @@ def test_adaptation_set_is_deterministic_in_its_seed(ds):
     last = ds.adaptation_set(85, seed=1, n_transitions=10, quality="last", fraction=0.25)
     own = ds.task_transitions(85)
     assert any(torch.equal(last.obs[0], own.obs[i]) for i in range(45, 60))
+
+
+def test_stored_actions_are_normalised_to_the_unit_box(ds):
+    # point-robot acts in [-0.1, 0.1]; learners act in [-1, 1]: the data must be in their units
+    a = ds.data["action"]
+    assert a.abs().max() <= 1.0 + 1e-6 and a.abs().max() > 0.5

@@ -200,7 +200,9 @@ def collect_sac_chunk(family, task_indices: list[int], budget: SACBudget, seed: 
             actions = agent.act(obs)
         for i, env in enumerate(envs):
             nxt, r, term, trunc, _ = env.step(actions[i])
-            buf["obs"][i, t], buf["action"][i, t], buf["reward"][i, t] = obs[i], actions[i], r
+            # datasets store actions normalised to [-1, 1], the learners' action space
+            buf["obs"][i, t], buf["action"][i, t], buf["reward"][i, t] = (
+                obs[i], actions[i] / act_scale, r)
             buf["next_obs"][i, t], buf["terminated"][i, t] = nxt, float(term)
             if term or trunc:
                 ends[i].append((t + 1, bool(term)))
@@ -211,7 +213,7 @@ def collect_sac_chunk(family, task_indices: list[int], budget: SACBudget, seed: 
                 idx = torch.from_numpy(rng.integers(0, t + 1, size=(n, bs)))
                 agent.update(
                     tbuf["obs"][arange, idx],
-                    tbuf["action"][arange, idx] / act_scale,
+                    tbuf["action"][arange, idx],
                     tbuf["reward"][arange, idx],
                     tbuf["next_obs"][arange, idx],
                     tbuf["terminated"][arange, idx],

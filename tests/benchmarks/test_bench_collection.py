@@ -22,8 +22,9 @@ _ref: dict[int, float] = {}
 def _train(n_learners: int, tasks_each: int, hidden: int, updates: int = UPDATES) -> int:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    learners = [BatchedSAC(tasks_each, OBS, ACT, 1.0, SACConfig(hidden=hidden))
-                for _ in range(n_learners)]
+    learners = [
+        BatchedSAC(tasks_each, OBS, ACT, 1.0, SACConfig(hidden=hidden)) for _ in range(n_learners)
+    ]
     B = 256
     o, a = torch.randn(tasks_each, B, OBS), torch.rand(tasks_each, B, ACT) * 2 - 1
     r, d = torch.randn(tasks_each, B), torch.zeros(tasks_each, B)
@@ -45,8 +46,9 @@ def _two_processes(pool, n_learners, tasks_each, hidden):
 
 
 @pytest.mark.parametrize("hidden", [64, 128])
-@pytest.mark.parametrize("mode", ["per-task loop", "batched", "per-task, 2 processes",
-                                  "batched, 2 processes"])
+@pytest.mark.parametrize(
+    "mode", ["per-task loop", "batched", "per-task, 2 processes", "batched, 2 processes"]
+)
 def test_collection_updates_per_second(benchmark, pool, mode, hidden):
     if mode == "per-task loop":
         fn, args = _train, (TASKS, 1, hidden)

@@ -22,7 +22,8 @@ def _steps(env, actions):
 
 
 @pytest.mark.parametrize(
-    "name", ["point-robot", "cheetah-vel", "ant-dir", "walker-params", "ml1-reach"])
+    "name", ["point-robot", "cheetah-vel", "ant-dir", "walker-params", "ml1-reach"]
+)
 def test_env_steps_per_second(benchmark, name):
     fam = make_family(name)
     env = fam.make_env(fam.test_indices[0])

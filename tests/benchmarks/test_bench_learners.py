@@ -6,7 +6,6 @@ weight transform. The reference is a plain per-task autograd loop of the same MA
 """
 
 import pytest
-import torch
 
 from algorithms import learner_class
 from algorithms.macaw import MACAW
@@ -41,5 +40,7 @@ def test_meta_train_step(benchmark, name):
     benchmark.extra_info["ms_per_step"] = round(median * 1e3, 1)
     if name == "macaw" and "reference" in _medians:
         benchmark.extra_info["speedup_vs_reference"] = round(_medians["reference"] / median, 2)
-        print(f"\nMACAW step {median * 1e3:.1f} ms; per-task autograd reference "
-              f"{_medians['reference'] * 1e3:.1f} ms; ratio {_medians['reference'] / median:.1f}×")
+        print(
+            f"\nMACAW step {median * 1e3:.1f} ms; per-task autograd reference "
+            f"{_medians['reference'] * 1e3:.1f} ms; ratio {_medians['reference'] / median:.1f}×"
+        )

@@ -1,0 +1,131 @@
+"""The evaluation protocol (SPEC §6): fixed adaptation set → adapt → deterministic rollouts.
+
+For a (family, seed) the adaptation set of each test task is drawn from that seed alone, so every
+algorithm adapts on the same transitions; each row records the set's sha256 to prove it. Each
+test task is scored before adaptation (the learner's prior policy), after it, and for a uniform
+random policy (the 0 of normalised scores); the best behaviour episode of the task's data is the 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from algorithms.base import OfflineMetaLearner, Policy
+from envs.base import TaskFamily
+from harness.datasets import OfflineDataset, transitions_hash
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How each evaluation point is measured."""
+
+    episodes: int = 1
+    """deterministic episodes per test task and policy"""
+    adapt_transitions: int = 256
+    """size of the adaptation set (the original's 256 ≈ 1.3 episodes)"""
+    adapt_trajectories: int | None = None
+    """use this many whole episodes instead (≤ 5 in the offline meta-RL setting)"""
+    adapt_quality: str = "all"
+    """all | first | middle | last: buffer slice the adaptation set comes from"""
+    adapt_fraction: float = 1.0 / 3.0
+
+
+def rollout(env, policy, episodes: int, seed: int, score: str) -> tuple[float, float]:
+    """Mean return and success rate of ``policy`` (callable obs → action) over ``episodes``."""
+    returns, successes = [], []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        total, success, done = 0.0, 0.0, False
+        while not done:
+            action = policy(obs)
+            obs, r, term, trunc, info = env.step(action)
+            total += r
+            success = max(success, float(info.get("success", 0.0)))
+            done = term or trunc
+        returns.append(total)
+        successes.append(success)
+    return float(np.mean(returns)), float(np.mean(successes)) if score == "success" else np.nan
+
+
+def _numpy_policy(policy: Policy, scale: float, device: torch.device):
+    def act(obs: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
+        return (policy(x)[0].cpu().numpy() * scale).astype(np.float32)
+
+    return act
+
+
+def random_scores(family: TaskFamily, tasks: list[int], episodes: int, seed: int):
+    """Per test task: (return, success) of a uniform random policy, seeded."""
+    out = {}
+    for t in tasks:
+        env = family.make_env(t)
+        rng = np.random.default_rng(seed * 7919 + t)
+        space = env.action_space
+
+        def act(_obs, rng=rng, space=space):
+            return rng.uniform(space.low, space.high).astype(np.float32)
+
+        out[t] = rollout(env, act, episodes, seed=10_000 + seed * 100 + t, score=family.score)
+        env.close()
+    return out
+
+
+def evaluate(
+    learner: OfflineMetaLearner,
+    family: TaskFamily,
+    data: OfflineDataset,
+    seed: int,
+    cfg: EvalConfig,
+    envs: dict[int, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One evaluation point: a row per test task with pre/post-adaptation return and success."""
+    rows = []
+    for t in family.test_indices:
+        support = data.adaptation_set(
+            t,
+            seed,
+            n_transitions=cfg.adapt_transitions,
+            n_trajectories=cfg.adapt_trajectories,
+            quality=cfg.adapt_quality,
+            fraction=cfg.adapt_fraction,
+        )
+        env = envs[t] if envs is not None else family.make_env(t)
+        scale = float(env.action_space.high[0])
+        ep_seed = 10_000 + seed * 100 + t  # the same start states for every algorithm
+        try:
+            prior = learner.prior_policy()
+            pre = rollout(
+                env,
+                _numpy_policy(prior, scale, learner.device),
+                cfg.episodes,
+                ep_seed,
+                family.score,
+            )
+        except NotImplementedError:
+            pre = (np.nan, np.nan)
+        post_policy = learner.adapt(support)
+        post = rollout(
+            env,
+            _numpy_policy(post_policy, scale, learner.device),
+            cfg.episodes,
+            ep_seed,
+            family.score,
+        )
+        rows.append(
+            {
+                "task": t,
+                "pre_return": pre[0],
+                "post_return": post[0],
+                "pre_success": pre[1],
+                "post_success": post[1],
+                "adaptation_sha256": transitions_hash(support)[:16],
+            }
+        )
+        if envs is None:
+            env.close()
+    return rows

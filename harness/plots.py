@@ -1,0 +1,169 @@
+"""Paper-style figures from result files only (a report never re-runs anything).
+
+* ``curves``: the paper's Figure 3 — one panel per family, score vs meta-training steps on a log
+  x-axis, one line per algorithm, smoothed (running mean over up to 20 evaluation points, at most a tenth of them), band =
+  ± one standard error over seeds;
+* ``final``: final score per family and algorithm with 95% bootstrap CIs of the IQM over seeds;
+* ``aggregate``: IQM and mean of normalised scores over all families, with 95% CIs;
+* ``profile``: performance profile of normalised scores.
+Each is written as PNG and PDF.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from harness.aggregate import (  # noqa: E402
+    aggregate_table,
+    final_scores,
+    per_seed_curves,
+    performance_profile,
+    results_table,
+    to_markdown,
+)
+
+COLORS = {"macaw": "#1f77b4", "meta-bc": "#ff7f0e", "mt-ft": "#2ca02c", "pearl": "#d62728"}
+
+
+def _color(algo: str, i: int) -> str:
+    return COLORS.get(algo, plt.get_cmap("tab10")(4 + i % 6))
+
+
+def _save(fig, out: Path, name: str) -> list[str]:
+    fig.tight_layout()
+    files = []
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"{name}.{ext}", dpi=130)
+        files.append(f"{name}.{ext}")
+    plt.close(fig)
+    return files
+
+
+def plot_curves(curves: pd.DataFrame, out: Path, smooth: int = 20) -> None:
+    fams = sorted(curves["family"].unique())
+    fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.4), squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        sub = curves[curves["family"] == fam]
+        for i, algo in enumerate(sorted(sub["algorithm"].unique())):
+            g = sub[sub["algorithm"] == algo].pivot_table(
+                index="step", columns="seed", values="score"
+            )
+            w = max(1, min(smooth, len(g) // 10))  # the paper: 20 of ~4000 points
+            g = g.rolling(w, min_periods=1).mean()
+            mean = g.mean(1)
+            se = g.std(1, ddof=1) / np.sqrt(g.shape[1]) if g.shape[1] > 1 else 0 * mean
+            ax.plot(g.index, mean, label=algo, color=_color(algo, i))
+            ax.fill_between(
+                g.index, mean - se.fillna(0), mean + se.fillna(0), alpha=0.2, color=_color(algo, i)
+            )
+        ax.set_xscale("log")
+        ax.set_title(fam)
+        ax.set_xlabel("meta-training steps")
+        ax.set_ylabel("success rate" if sub["score"].between(0, 1).all() else "return")
+    axes[0][-1].legend(fontsize=8)
+    _save(fig, out, "curves")
+
+
+def plot_final(table: pd.DataFrame, out: Path) -> None:
+    fams = sorted(table["family"].unique())
+    algos = sorted(table["algorithm"].unique())
+    fig, axes = plt.subplots(1, len(fams), figsize=(3.4 * len(fams), 3.2), squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        sub = table[table["family"] == fam].set_index("algorithm").reindex(algos)
+        x = np.arange(len(algos))
+        err = np.vstack([sub["iqm"] - sub["iqm_ci_low"], sub["iqm_ci_high"] - sub["iqm"]])
+        ax.bar(
+            x,
+            sub["iqm"],
+            yerr=np.nan_to_num(err),
+            capsize=3,
+            color=[_color(a, i) for i, a in enumerate(algos)],
+        )
+        ax.set_xticks(x, algos, rotation=30, fontsize=8)
+        ax.set_title(f"{fam}: final (IQM, 95% CI)", fontsize=9)
+    _save(fig, out, "final")
+
+
+def plot_aggregate(agg: pd.DataFrame, out: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(8, 0.6 * len(agg) + 1.4), squeeze=False)
+    for ax, stat in zip(axes[0], ("iqm", "mean")):
+        y = np.arange(len(agg))
+        ax.errorbar(
+            agg[stat],
+            y,
+            xerr=[agg[stat] - agg[f"{stat}_ci_low"], agg[f"{stat}_ci_high"] - agg[stat]],
+            fmt="o",
+            capsize=4,
+        )
+        ax.set_yticks(y, agg["algorithm"])
+        ax.set_xlabel(f"normalised score ({stat.upper()}, 95% CI)")
+        ax.axvline(0, color="grey", lw=0.5)
+    _save(fig, out, "aggregate")
+
+
+def plot_profile(final: pd.DataFrame, out: Path) -> None:
+    taus = np.linspace(-0.5, 1.5, 81)
+    prof = performance_profile(final, taus)
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for i, (algo, g) in enumerate(prof.groupby("algorithm")):
+        ax.plot(g["tau"], g["fraction"], label=algo, color=_color(algo, i))
+    ax.set_xlabel("normalised score τ")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.legend(fontsize=8)
+    _save(fig, out, "profile")
+
+
+def build_report(rows: pd.DataFrame, out: Path, title: str) -> Path:
+    """Figures, tables (CSV + markdown) and a README.md embedding them, under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    curves = per_seed_curves(rows)
+    final = final_scores(curves)
+    table = results_table(final)
+    agg = aggregate_table(final)
+    table.to_csv(out / "results.csv", index=False)
+    agg.to_csv(out / "aggregate.csv", index=False)
+    curves.to_csv(out / "curves.csv", index=False)
+    plot_curves(curves, out)
+    plot_final(table, out)
+    plot_aggregate(agg, out)
+    plot_profile(final, out)
+    n_runs = final.groupby(["algorithm", "family", "seed"]).ngroups
+    text = [
+        f"# {title}",
+        "",
+        f"{n_runs} runs: {', '.join(sorted(final['algorithm'].unique()))} on "
+        f"{', '.join(sorted(final['family'].unique()))}, seeds "
+        f"{', '.join(str(s) for s in sorted(final['seed'].unique()))}. Every algorithm of a "
+        "family adapted on byte-identical adaptation sets (sha256 in the metric rows).",
+        "",
+        "Scores: return (or Meta-World success rate) after adaptation, mean over test tasks. "
+        "Normalised: 0 = uniform random policy, 1 = best behaviour episodes of the test tasks' "
+        "data. IQM = interquartile mean over seeds; CI = 95% stratified bootstrap.",
+        "",
+        "![learning curves](curves.png)",
+        "",
+        "## Final performance",
+        "",
+        to_markdown(table),
+        "",
+        "![final](final.png)",
+        "",
+        "## Aggregate over families (normalised)",
+        "",
+        to_markdown(agg),
+        "",
+        "![aggregate](aggregate.png)",
+        "",
+        "![performance profile](profile.png)",
+        "",
+        "Rebuild from the result files with `python -m harness report <results>/<suite>`.",
+    ]
+    (out / "README.md").write_text("\n".join(text) + "\n")
+    return out

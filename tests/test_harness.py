@@ -1,0 +1,325 @@
+"""The suite runner: resume after kill -9, bad input, plug-in learners, executors, reports."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.aggregate import iqm, stratified_bootstrap_ci
+from harness.cli import main
+from harness.collect.build import build, dataset_dir
+from harness.executors import run_all
+from harness.runner import RunConfig, execute_run, load_results, run_dir
+from tests.conftest import ROOT
+
+TINY_RUN = {"data_budget": "tiny", "steps": 12, "eval_every": 4}
+SMALL_MACAW = {"width": 16, "wt_latent": 8, "inner_batch": 32, "outer_batch": 32}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    build("point-robot", "tiny", 0, root, workers=2, progress=False)
+    return root
+
+
+def suite_file(tmp_path, text, name="t"):
+    p = tmp_path / f"{name}.toml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def _rows(path):
+    return pd.read_csv(path).drop(columns=["wall_time"])
+
+
+def cli(*args, cwd=ROOT, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+
+
+# -- resume --------------------------------------------------------------------------------------
+def test_resumed_run_writes_exactly_the_rows_of_an_uninterrupted_one(tmp_path, data_root):
+    cfg = RunConfig(
+        suite="s", algorithm="macaw", family="point-robot", seed=0, **TINY_RUN, learner=SMALL_MACAW
+    )
+    whole = execute_run(cfg, tmp_path / "a", data_root)
+    part = execute_run(cfg, tmp_path / "b", data_root, stop_after_evals=1)
+    assert not (part / "done.json").exists() and (part / "checkpoint.pt").exists()
+    with open(part / "metrics.csv", "a") as f:  # killed after writing rows, before checkpoint
+        f.write(open(part / "metrics.csv").read().splitlines()[-1] + "\n")
+    execute_run(cfg, tmp_path / "b", data_root)
+    a, b = _rows(whole / "metrics.csv"), _rows(part / "metrics.csv")
+    assert len(a) == 3 * 20  # 3 evaluation points × 20 test tasks
+    pd.testing.assert_frame_equal(a, b)
+    assert not (part / "checkpoint.pt").exists()  # removed once done
+
+
+def test_kill_9_during_a_suite_then_rerun_loses_and_duplicates_nothing(tmp_path, data_root):
+    suite = suite_file(
+        tmp_path,
+        """
+        algorithms = ["macaw"]
+        families = ["point-robot"]
+        seeds = [0]
+        [run]
+        data_budget = "tiny"
+        steps = 400
+        eval_every = 20
+        [learner.macaw]
+        width = 64
+        wt_latent = 32
+    """,
+    )
+    args = [
+        "run",
+        "--suite",
+        str(suite),
+        "--results",
+        str(tmp_path / "r"),
+        "--reports",
+        str(tmp_path / "rep"),
+        "--root",
+        str(data_root),
+        "--executor",
+        "inprocess",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics = tmp_path / "r" / "t" / "runs" / "macaw__point-robot__seed0" / "metrics.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) > 1 + 2 * 20:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (metrics.parent / "done.json").exists(), "finished before it could be killed"
+    done = cli(*args)
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_csv(metrics)
+    assert len(rows) == 20 * 20  # 20 evaluation points × 20 test tasks
+    assert not rows.duplicated(["step", "task"]).any()
+    assert sorted(rows["step"].unique()) == list(range(20, 401, 20))
+    assert (tmp_path / "rep" / "t" / "README.md").exists()
+
+
+# -- bad input -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('algorithms = ["macaw", "maml"]\nfamilies = ["point-robot"]', "known algorithms: macaw"),
+        ('algorithms = ["macaw"]\nfamilies = ["point-rob"]', "known families: ant-dir"),
+        (
+            'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[learner.macaw]\nwdth = 3',
+            "unknown macaw config key",
+        ),
+        ('algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[run]\nstepz = 3', "known: "),
+        ('algorithms = ["macaw"\nfamilies = 3', "malformed TOML"),
+        ('algorithms = ["macaw"]\nfamilies = ["point-robot"]\nseedz = [1]', "unknown key"),
+    ],
+)
+def test_bad_suite_is_a_one_line_error_and_writes_nothing(tmp_path, text, message):
+    suite = suite_file(tmp_path, text)
+    p = cli(
+        "run",
+        "--suite",
+        str(suite),
+        "--results",
+        str(tmp_path / "r"),
+        "--root",
+        str(tmp_path / "d"),
+        "--quiet",
+    )
+    assert p.returncode == 2
+    assert p.stderr.startswith("error: ") and p.stderr.count("\n") == 1 and message in p.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "d").exists()
+
+
+def test_unknown_suite_name_lists_the_known_ones():
+    p = cli("run", "--suite", "quik")
+    assert p.returncode == 2 and "known suites: ablation-head" in p.stderr and "quick" in p.stderr
+
+
+def test_missing_or_corrupt_dataset_and_foreign_checkpoint_are_refused(tmp_path, data_root):
+    cfg = RunConfig(
+        suite="s", algorithm="macaw", family="point-robot", seed=0, **TINY_RUN, learner=SMALL_MACAW
+    )
+    with pytest.raises(Exception, match="no tiny dataset for point-robot"):
+        execute_run(cfg, tmp_path / "r", tmp_path / "empty")
+    import shutil
+
+    bad_root = tmp_path / "bad"
+    shutil.copytree(data_root, bad_root)
+    f = dataset_dir("point-robot", "tiny", 0, bad_root) / "task_0003.npz"
+    f.write_bytes(f.read_bytes()[:-10])
+    with pytest.raises(Exception, match="task_0003.npz: size"):
+        execute_run(cfg, tmp_path / "r2", bad_root)
+    # a checkpoint from a different config in the same folder
+    out = execute_run(cfg, tmp_path / "r3", data_root, stop_after_evals=1)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    other = RunConfig(**{**cfg.to_json(), "learner": {**SMALL_MACAW, "width": 17}})
+    with pytest.raises(Exception, match="different config .*learner"):
+        execute_run(other, tmp_path / "r3", data_root)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing overwritten
+
+
+# -- extension, executors, reports ---------------------------------------------------------------
+def readme_baseline_example() -> str:
+    """The python block of the README's 'Adding a baseline' section."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("**Adding a baseline**") :]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_baseline_example_runs_through_a_suite_to_a_report(tmp_path, data_root):
+    (tmp_path / "my_baselines.py").write_text(readme_baseline_example())
+    suite = suite_file(
+        tmp_path,
+        """
+        algorithms = ["my_baselines:MeanAction", "mt-ft"]
+        families = ["point-robot"]
+        seeds = [0, 1]
+        [run]
+        data_budget = "tiny"
+        steps = 6
+        eval_every = 3
+        [learner.mt-ft]
+        width = 16
+        finetune_steps = 2
+    """,
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    p = cli(
+        "run",
+        "--suite",
+        str(suite),
+        "--results",
+        str(tmp_path / "r"),
+        "--reports",
+        str(tmp_path / "rep"),
+        "--root",
+        str(data_root),
+        "--quiet",
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    report = (tmp_path / "rep" / "t" / "README.md").read_text()
+    assert "mean-action" in report and "mt-ft" in report
+    for fig in ("curves", "final", "aggregate", "profile"):
+        assert (tmp_path / "rep" / "t" / f"{fig}.png").stat().st_size > 1000
+        assert (tmp_path / "rep" / "t" / f"{fig}.pdf").exists()
+    # the report is rebuilt from result files alone
+    again = cli("report", str(tmp_path / "r" / "t"), "--out", str(tmp_path / "rep2"))
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "rep2" / "results.csv").read_text() == (
+        tmp_path / "rep" / "t" / "results.csv"
+    ).read_text()
+
+
+def test_every_algorithm_adapts_on_identical_data(tmp_path, data_root):
+    runs = [
+        RunConfig(
+            suite="s",
+            algorithm=a,
+            family="point-robot",
+            seed=3,
+            steps=2,
+            eval_every=2,
+            data_budget="tiny",
+            learner=SMALL_MACAW if a == "macaw" else {"width": 16},
+        )
+        for a in ("macaw", "mt-ft")
+    ]
+    run_all(runs, tmp_path, data_root, executor="inprocess")
+    rows = load_results(tmp_path / "s")
+    per_algo = rows.groupby("algorithm").apply(
+        lambda g: tuple(g.sort_values("task")["adaptation_sha256"]), include_groups=False
+    )
+    assert per_algo.nunique() == 1 and rows["dataset_sha256"].nunique() == 1
+
+
+def test_ray_executor_gives_the_local_executors_results(tmp_path, data_root):
+    pytest.importorskip("ray")
+    runs = [
+        RunConfig(
+            suite="s",
+            algorithm="macaw",
+            family="point-robot",
+            seed=s,
+            steps=6,
+            eval_every=3,
+            data_budget="tiny",
+            learner=SMALL_MACAW,
+        )
+        for s in (0, 1)
+    ]
+    run_all(runs, tmp_path / "local", data_root, executor="local", workers=2)
+    run_all(runs, tmp_path / "ray", data_root, executor="ray", workers=2)
+    for r in runs:
+        a = _rows(run_dir(tmp_path / "local", r) / "metrics.csv")
+        b = _rows(run_dir(tmp_path / "ray", r) / "metrics.csv")
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_unknown_executor_lists_the_known_ones(tmp_path):
+    with pytest.raises(ValueError, match="known executors: local, inprocess, ray"):
+        run_all([], tmp_path, executor="slurm")
+
+
+# -- statistics on hand-checkable arrays ---------------------------------------------------------
+def test_iqm_is_the_mean_of_the_middle_half():
+    assert iqm(np.array([0.0, 1, 2, 3, 4, 5, 6, 100])) == pytest.approx(np.mean([2, 3, 4, 5]))
+
+
+def test_stratified_bootstrap_ci_brackets_the_estimate_and_shrinks_with_more_runs():
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(4, 3))
+    big = rng.normal(size=(64, 3))
+    p, lo, hi = stratified_bootstrap_ci(small, iqm, reps=500, rng=np.random.default_rng(1))
+    assert lo <= p <= hi
+    _, lo2, hi2 = stratified_bootstrap_ci(big, iqm, reps=500, rng=np.random.default_rng(1))
+    assert hi2 - lo2 < hi - lo
+    const = np.ones((5, 2))
+    assert stratified_bootstrap_ci(const, iqm, reps=50) == (1.0, 1.0, 1.0)
+
+
+def test_cli_main_returns_2_on_bad_input():
+    assert main(["run", "--suite", "definitely-not-a-suite"]) == 2
+
+
+def test_results_from_different_datasets_are_refused(tmp_path, data_root):
+    from harness.runner import RunError
+
+    runs = [RunConfig(suite="s", algorithm=a, family="point-robot", seed=0, steps=2,
+                      eval_every=2, data_budget="tiny",
+                      learner=SMALL_MACAW if a == "macaw" else {"width": 16})
+            for a in ("macaw", "mt-ft")]
+    run_all(runs, tmp_path, data_root, executor="inprocess")
+    metrics = run_dir(tmp_path, runs[1]) / "metrics.csv"
+    df = pd.read_csv(metrics)
+    df["dataset_sha256"] = "0123456789abcdef"
+    df.to_csv(metrics, index=False)
+    with pytest.raises(RunError, match="used different datasets"):
+        load_results(tmp_path / "s")
+    done = run_dir(tmp_path, runs[0]) / "done.json"
+    done.write_text(done.read_text().replace('"dataset_sha256": "', '"dataset_sha256": "x'))
+    with pytest.raises(RunError, match="not comparable"):
+        execute_run(runs[0], tmp_path, data_root)
