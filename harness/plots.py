@@ -1,8 +1,8 @@
 """Paper-style figures from result files only (a report never re-runs anything).
 
 * ``curves``: the paper's Figure 3 — one panel per family, score vs meta-training steps on a log
-  x-axis, one line per algorithm, smoothed (running mean over up to 20 evaluation points, at most a tenth of them), band =
-  ± one standard error over seeds;
+  x-axis, one line per algorithm, smoothed (running mean over up to 20 evaluation points, at
+  most a tenth of them), band = ± one standard error over seeds;
 * ``final``: final score per family and algorithm with 95% bootstrap CIs of the IQM over seeds;
 * ``aggregate``: IQM and mean of normalised scores over all families, with 95% CIs;
 * ``profile``: performance profile of normalised scores.

@@ -177,9 +177,11 @@ def execute_run(
     if (out / "done.json").exists():
         done = json.loads((out / "done.json").read_text())
         if done.get("dataset_sha256") != dataset_sha:
-            raise RunError(f"{out} finished on dataset {str(done.get('dataset_sha256'))[:12]}… "
-                           f"but {data_dir} now holds {dataset_sha[:12]}…; results from "
-                           "different data are not comparable — use another results folder")
+            raise RunError(
+                f"{out} finished on dataset {str(done.get('dataset_sha256'))[:12]}… "
+                f"but {data_dir} now holds {dataset_sha[:12]}…; results from "
+                "different data are not comparable — use another results folder"
+            )
         return out
     train = family.train_indices[: cfg.train_tasks] if cfg.train_tasks else family.train_indices
     test = family.test_indices
@@ -270,8 +272,9 @@ def execute_run(
     for env in envs.values():
         env.close()
     if step >= cfg.steps:
-        (out / "done.json").write_text(json.dumps(
-            {"steps": step, "rows": n_rows, "dataset_sha256": dataset_sha}) + "\n")
+        (out / "done.json").write_text(
+            json.dumps({"steps": step, "rows": n_rows, "dataset_sha256": dataset_sha}) + "\n"
+        )
         if not cfg.keep_checkpoint:
             ckpt_path.unlink(missing_ok=True)
     return out
@@ -289,6 +292,8 @@ def load_results(results_suite_dir: Path):
     for fam, g in rows.groupby("family"):
         hashes = sorted(g["dataset_sha256"].astype(str).unique())
         if len(hashes) > 1:
-            raise RunError(f"{results_suite_dir}: runs on {fam} used different datasets "
-                           f"({', '.join(hashes)}); refusing to compare them")
+            raise RunError(
+                f"{results_suite_dir}: runs on {fam} used different datasets "
+                f"({', '.join(hashes)}); refusing to compare them"
+            )
     return rows

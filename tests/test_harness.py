@@ -39,6 +39,23 @@ def _rows(path):
     return pd.read_csv(path).drop(columns=["wall_time"])
 
 
+def run_args(suite, tmp_path, data_root, *extra):
+    """``python -m harness run`` arguments writing under ``tmp_path``."""
+    return [
+        "run",
+        "--suite",
+        str(suite),
+        "--results",
+        str(tmp_path / "r"),
+        "--reports",
+        str(tmp_path / "rep"),
+        "--root",
+        str(data_root),
+        "--quiet",
+        *extra,
+    ]
+
+
 def cli(*args, cwd=ROOT, env=None):
     return subprocess.run(
         [sys.executable, "-m", "harness", *args],
@@ -83,20 +100,7 @@ def test_kill_9_during_a_suite_then_rerun_loses_and_duplicates_nothing(tmp_path,
         wt_latent = 32
     """,
     )
-    args = [
-        "run",
-        "--suite",
-        str(suite),
-        "--results",
-        str(tmp_path / "r"),
-        "--reports",
-        str(tmp_path / "rep"),
-        "--root",
-        str(data_root),
-        "--executor",
-        "inprocess",
-        "--quiet",
-    ]
+    args = run_args(suite, tmp_path, data_root, "--executor", "inprocess")
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", *args],
         cwd=ROOT,
@@ -207,19 +211,7 @@ def test_the_readme_baseline_example_runs_through_a_suite_to_a_report(tmp_path, 
     """,
     )
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
-    p = cli(
-        "run",
-        "--suite",
-        str(suite),
-        "--results",
-        str(tmp_path / "r"),
-        "--reports",
-        str(tmp_path / "rep"),
-        "--root",
-        str(data_root),
-        "--quiet",
-        env=env,
-    )
+    p = cli(*run_args(suite, tmp_path, data_root), env=env)
     assert p.returncode == 0, p.stderr
     report = (tmp_path / "rep" / "t" / "README.md").read_text()
     assert "mean-action" in report and "mt-ft" in report
@@ -308,10 +300,19 @@ def test_cli_main_returns_2_on_bad_input():
 def test_results_from_different_datasets_are_refused(tmp_path, data_root):
     from harness.runner import RunError
 
-    runs = [RunConfig(suite="s", algorithm=a, family="point-robot", seed=0, steps=2,
-                      eval_every=2, data_budget="tiny",
-                      learner=SMALL_MACAW if a == "macaw" else {"width": 16})
-            for a in ("macaw", "mt-ft")]
+    runs = [
+        RunConfig(
+            suite="s",
+            algorithm=a,
+            family="point-robot",
+            seed=0,
+            steps=2,
+            eval_every=2,
+            data_budget="tiny",
+            learner=SMALL_MACAW if a == "macaw" else {"width": 16},
+        )
+        for a in ("macaw", "mt-ft")
+    ]
     run_all(runs, tmp_path, data_root, executor="inprocess")
     metrics = run_dir(tmp_path, runs[1]) / "metrics.csv"
     df = pd.read_csv(metrics)

@@ -202,7 +202,10 @@ def collect_sac_chunk(family, task_indices: list[int], budget: SACBudget, seed: 
             nxt, r, term, trunc, _ = env.step(actions[i])
             # datasets store actions normalised to [-1, 1], the learners' action space
             buf["obs"][i, t], buf["action"][i, t], buf["reward"][i, t] = (
-                obs[i], actions[i] / act_scale, r)
+                obs[i],
+                actions[i] / act_scale,
+                r,
+            )
             buf["next_obs"][i, t], buf["terminated"][i, t] = nxt, float(term)
             if term or trunc:
                 ends[i].append((t + 1, bool(term)))
