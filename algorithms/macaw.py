@@ -137,11 +137,20 @@ class MACAW(OfflineMetaLearner):
         return self.value.run(state, obs).squeeze(-1)  # [T, B]
 
     @torch.no_grad()
-    def _advantages(self, v_state: NetState, trs: list[Transitions]) -> list[torch.Tensor]:
+    def _advantages(
+        self, v_state: NetState, trs: list[Transitions], v_last: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """A = mc_return + γ^(T−t)·V(s_T) − V(s) with the adapted V, for several batches in one
-        forward pass (no gradient: SPEC §4 step 4)."""
-        obs = torch.cat([x for tr in trs for x in (tr.obs, tr.terminal_obs)], dim=1)
-        values = self._v(v_state, obs).split([len(tr) for tr in trs for _ in (0, 1)], dim=1)
+        forward pass (no gradient: SPEC §4 step 4). ``v_last``: V(s) of the last batch, already
+        computed (the outer value loss evaluates it), so it is not evaluated again."""
+        chunks = [x for tr in trs for x in (tr.obs, tr.terminal_obs)]
+        if v_last is not None:
+            chunks.pop(-2)
+        values = list(
+            self._v(v_state, torch.cat(chunks, dim=1)).split([c.shape[1] for c in chunks], dim=1)
+        )
+        if v_last is not None:
+            values.insert(len(values) - 1, v_last)
         return [
             tr.mc_return + tr.terminal_discount * values[2 * i + 1] - values[2 * i]
             for i, tr in enumerate(trs)
@@ -196,17 +205,19 @@ class MACAW(OfflineMetaLearner):
         )
 
     def _value_outer(self, outer: Transitions, v_state: NetState, v_target: NetState):
-        """Per-task outer value loss: MSE to mc_return + γ^(T−t)·V_target(s_T). → [T]"""
+        """Per-task outer value loss [T] (MSE to mc_return + γ^(T−t)·V_target(s_T)), and the
+        adapted V(s) of the outer batch, detached, for the advantages."""
         with torch.no_grad():
             y = outer.mc_return + outer.terminal_discount * self._v(v_target, outer.terminal_obs)
-        return (self._v(v_state, outer.obs) - y).pow(2).mean(-1)
+        v = self._v(v_state, outer.obs)
+        return (v - y).pow(2).mean(-1), v.detach()
 
-    def _policy_outer(self, batch: MetaBatch, v_state: NetState):
+    def _policy_outer(self, batch: MetaBatch, v_state: NetState, v_outer: torch.Tensor):
         """Inner policy adaptation, then per-task outer AWR loss [T] and metrics."""
         cfg = self.config
         steps = cfg.inner_steps
         subs = [_split(batch.inner, steps, i) for i in range(steps)]
-        *inner_advs, outer_adv = self._advantages(v_state, [*subs, batch.outer])
+        *inner_advs, outer_adv = self._advantages(v_state, [*subs, batch.outer], v_outer)
         p_state, inner_p, head = self._adapt_policy(batch.inner, inner_advs, not cfg.first_order)
         outer_awr, _, w = self._policy_terms(p_state, batch.outer, outer_adv, head=False)
         outer_p = outer_awr.mean(-1)
@@ -236,8 +247,8 @@ class MACAW(OfflineMetaLearner):
         v_state, v_target, inner_v = self._adapt_value(
             batch.inner, cfg.inner_steps, not cfg.first_order
         )
-        outer_v = self._value_outer(batch.outer, v_state, v_target)
-        outer_p, metrics = self._policy_outer(batch, v_state)
+        outer_v, v_outer = self._value_outer(batch.outer, v_state, v_target)
+        outer_p, metrics = self._policy_outer(batch, v_state, v_outer)
         loss = (outer_v.sum() + outer_p.sum()) / self.n_train_tasks  # SPEC §4 step 7
         return loss, {**self._common_metrics(batch.n_tasks, inner_v, outer_v), **metrics}
 

@@ -93,12 +93,15 @@ class WTState:
     corr: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (coef [T,1], g [T,P], z_j [T,k])
     sink: list | None = None  # deferred dA factors (see _SharedMatmul); None: plain autograd
     theta: torch.Tensor | None = None  # [T, P] cached effective weights (the handle)
+    Az: torch.Tensor | None = None  # [T, P] A z, kept so interpolations need no pass over A
 
     n_lrs = 3  # z, A, c
 
     def __post_init__(self) -> None:
+        if self.Az is None:
+            self.Az = _shared_mm(self.z, self.A, self.sink, True)  # A z for all tasks: one matmul
         if self.theta is None:
-            theta = _shared_mm(self.z, self.A, self.sink, True) + self.c  # A z + c, all tasks
+            theta = self.Az + self.c
             for coef, g, zj in self.corr:
                 theta = theta - coef * (zj * self.z).sum(-1, keepdim=True) * g
             self.theta = theta

@@ -23,7 +23,7 @@ def _batch(learner):
 def test_reference_per_task_autograd_macaw_step(benchmark):
     step = ReferenceMACAWStep(MACAW(OBS, ACT, N_TRAIN))
     batch = make_batch(5, 256, OBS, ACT)
-    benchmark.pedantic(step, args=(batch,), rounds=5, warmup_rounds=1)
+    benchmark.pedantic(step, args=(batch,), rounds=10, warmup_rounds=2)
     _medians["reference"] = benchmark.stats.stats.median
 
 
