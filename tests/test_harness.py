@@ -324,3 +324,39 @@ def test_results_from_different_datasets_are_refused(tmp_path, data_root):
     done.write_text(done.read_text().replace('"dataset_sha256": "', '"dataset_sha256": "x'))
     with pytest.raises(RunError, match="not comparable"):
         execute_run(runs[0], tmp_path, data_root)
+
+
+def test_cli_refuses_a_corrupt_dataset_and_a_run_folder_of_another_config(tmp_path, data_root):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    suite = suite_file(
+        tmp_path,
+        """
+        algorithms = ["mt-ft"]
+        families = ["point-robot"]
+        seeds = [0]
+        [run]
+        data_budget = "tiny"
+        steps = 2
+        eval_every = 2
+        [learner.mt-ft]
+        width = 16
+        """,
+    )
+    ok = cli(*run_args(suite, tmp_path, root))
+    assert ok.returncode == 0, ok.stderr
+    results = sorted(p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("*") if p.is_file())
+    # the same suite name with another learner config must not touch the finished run
+    suite.write_text(suite.read_text().replace("width = 16", "width = 17"))
+    p = cli(*run_args(suite, tmp_path, root))
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "different config" in p.stderr
+    # a dataset file cut short is named, and nothing is used or overwritten
+    f = dataset_dir("point-robot", "tiny", 0, root) / "task_0090.npz"
+    f.write_bytes(f.read_bytes()[:-7])
+    p = cli(*run_args(suite, tmp_path, root))
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "task_0090.npz: size" in p.stderr
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("*") if p.is_file()) == (
+        results
+    )
