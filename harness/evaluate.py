@@ -97,25 +97,16 @@ def evaluate(
         env = envs[t] if envs is not None else family.make_env(t)
         scale = float(env.action_space.high[0])
         ep_seed = 10_000 + seed * 100 + t  # the same start states for every algorithm
+
+        def score(policy: Policy, env=env, scale=scale, ep_seed=ep_seed):
+            act = _numpy_policy(policy, scale, learner.device)
+            return rollout(env, act, cfg.episodes, ep_seed, family.score)
+
         try:
-            prior = learner.prior_policy()
-            pre = rollout(
-                env,
-                _numpy_policy(prior, scale, learner.device),
-                cfg.episodes,
-                ep_seed,
-                family.score,
-            )
+            pre = score(learner.prior_policy())
         except NotImplementedError:
             pre = (np.nan, np.nan)
-        post_policy = learner.adapt(support)
-        post = rollout(
-            env,
-            _numpy_policy(post_policy, scale, learner.device),
-            cfg.episodes,
-            ep_seed,
-            family.score,
-        )
+        post = score(learner.adapt(support))
         rows.append(
             {
                 "task": t,

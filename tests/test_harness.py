@@ -29,6 +29,23 @@ def data_root(tmp_path_factory):
     return root
 
 
+def macaw_and_mt_ft_runs(seed):
+    """Two 2-step runs of different algorithms on the same family and seed."""
+    return [
+        RunConfig(
+            suite="s",
+            algorithm=a,
+            family="point-robot",
+            seed=seed,
+            steps=2,
+            eval_every=2,
+            data_budget="tiny",
+            learner=SMALL_MACAW if a == "macaw" else {"width": 16},
+        )
+        for a in ("macaw", "mt-ft")
+    ]
+
+
 def suite_file(tmp_path, text, name="t"):
     p = tmp_path / f"{name}.toml"
     p.write_text(textwrap.dedent(text))
@@ -227,19 +244,7 @@ def test_the_readme_baseline_example_runs_through_a_suite_to_a_report(tmp_path, 
 
 
 def test_every_algorithm_adapts_on_identical_data(tmp_path, data_root):
-    runs = [
-        RunConfig(
-            suite="s",
-            algorithm=a,
-            family="point-robot",
-            seed=3,
-            steps=2,
-            eval_every=2,
-            data_budget="tiny",
-            learner=SMALL_MACAW if a == "macaw" else {"width": 16},
-        )
-        for a in ("macaw", "mt-ft")
-    ]
+    runs = macaw_and_mt_ft_runs(seed=3)
     run_all(runs, tmp_path, data_root, executor="inprocess")
     rows = load_results(tmp_path / "s")
     per_algo = rows.groupby("algorithm").apply(
@@ -300,19 +305,7 @@ def test_cli_main_returns_2_on_bad_input():
 def test_results_from_different_datasets_are_refused(tmp_path, data_root):
     from harness.runner import RunError
 
-    runs = [
-        RunConfig(
-            suite="s",
-            algorithm=a,
-            family="point-robot",
-            seed=0,
-            steps=2,
-            eval_every=2,
-            data_budget="tiny",
-            learner=SMALL_MACAW if a == "macaw" else {"width": 16},
-        )
-        for a in ("macaw", "mt-ft")
-    ]
+    runs = macaw_and_mt_ft_runs(seed=0)
     run_all(runs, tmp_path, data_root, executor="inprocess")
     metrics = run_dir(tmp_path, runs[1]) / "metrics.csv"
     df = pd.read_csv(metrics)
