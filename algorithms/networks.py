@@ -390,6 +390,24 @@ def gaussian_log_prob(mean: torch.Tensor, action: torch.Tensor, sigma: float) ->
     return (action - mean).pow(2).sum(-1) * (-0.5 / sigma**2) - const
 
 
+def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor):
+    """Reparameterised sample of tanh(N(mean, σ²)) and its log-probability (summed over dims).
+
+    The tanh correction log(1 − tanh²u) is written as 2(log 2 − u − softplus(−2u)), which stays
+    finite where tanh saturates. Shared by offline PEARL and the SAC behaviour agents.
+    """
+    u = mean + log_std.exp() * torch.randn_like(mean)
+    logp = gaussian_log_prob_diag(mean, log_std, u)
+    logp = logp - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+    return torch.tanh(u), logp
+
+
+def gaussian_log_prob_diag(mean: torch.Tensor, log_std: torch.Tensor, x: torch.Tensor):
+    """log N(x; mean, diag(exp(log_std)²)) summed over the last dim."""
+    z = (x - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * LOG_2PI).sum(-1)
+
+
 def awr_weights(adv: torch.Tensor, temperature: float = 1.0, max_weight: float = 20.0):
     """exp(min(standardise(A)/T, ln max_weight)), standardised within each task's batch."""
     norm = (adv - adv.mean(-1, keepdim=True)) / adv.std(-1, keepdim=True)

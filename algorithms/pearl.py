@@ -19,7 +19,6 @@ the test-time adaptation set) rather than oyster's separate encoder buffer of re
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +27,7 @@ from torch import nn
 
 from algorithms.base import OfflineMetaLearner, Policy
 from algorithms.batch import MetaBatch, Transitions
+from algorithms.networks import tanh_gaussian_sample
 
 
 @dataclass(frozen=True)
@@ -119,11 +119,7 @@ class OfflinePEARL(OfflineMetaLearner):
         """Tanh-Gaussian sample, its log-prob, and the pre-tanh mean / log σ."""
         mean, log_std = self.policy(obs_z).chunk(2, -1)
         log_std = log_std.clamp(-20.0, 2.0)
-        std = log_std.exp()
-        u = mean + std * torch.randn_like(mean)
-        a = torch.tanh(u)
-        logp = (-0.5 * ((u - mean) / std).pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        logp = logp - torch.log1p(-a.pow(2) + 1e-6).sum(-1)
+        a, logp = tanh_gaussian_sample(mean, log_std)
         return a, logp, mean, log_std
 
     def meta_train_step(self, batch: MetaBatch) -> dict[str, float]:

@@ -229,7 +229,7 @@ def execute_run(
         batch = data.meta_batch(
             [train[i] for i in pick], pick, lcfg.inner_batch, lcfg.outer_batch, gen
         )
-        learner.train_step(batch.to(cfg.device))
+        learner.train_step(batch)  # train_step moves it to the learner's device
         step += 1
         if bar is not None:
             bar.update(1)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algorithms.networks import tanh_gaussian_sample
+
 
 @dataclass(frozen=True)
 class SACConfig:
@@ -87,13 +89,7 @@ class BatchedSAC:
         log_std = log_std.clamp(self.cfg.log_std_min, self.cfg.log_std_max)
         if deterministic:
             return torch.tanh(mu), None
-        u = mu + log_std.exp() * torch.randn_like(mu)
-        a = torch.tanh(u)
-        logp = (-0.5 * ((u - mu) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(
-            -1
-        )
-        logp = logp - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)  # tanh correction
-        return a, logp
+        return tanh_gaussian_sample(mu, log_std)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
