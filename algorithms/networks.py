@@ -10,17 +10,19 @@ functions of the parameters (learn2learn's 0.2.0 release cannot be built on Pyth
 
 Layers (SPEC §4, the authors' ``src/nn.py``):
 
-* **Weight transform** (``WLinear``): a latent ``z ∈ R^k`` and a linear map ``θ = A z + c`` whose
-  output is reshaped into ``W (in×out)`` and ``b``. All of ``z, A, c`` are adapted. A naive inner
-  step would materialise ``∂L/∂A = g zᵀ`` (``P × k``, a million entries per 100×100 layer) for
-  every task; we never do. With ``A' = A − α_A g zᵀ``, ``z' = z − α_z Aᵀg``, ``c' = c − α_c g``:
+* **Weight transform** (``WLinear``): a latent ``z ∈ R^k`` and a linear map ``θ = z A + c``
+  (row-vector convention, ``A`` stored ``[k, P]`` so the products with it stream it row by row)
+  whose output is reshaped into ``W (in×out)`` and ``b``. All of ``z, A, c`` are adapted. A naive
+  inner step would materialise ``∂L/∂A = zᵀ g`` (``k × P``, a million entries per 100×100 layer)
+  for every task; we never do. With ``A' = A − α_A zᵀg``, ``z' = z − α_z g Aᵀ``, ``c' = c − α_c g``:
 
-      θ' = A' z' + c' = A z' + c' − α_A (z·z') g
+      θ' = z' A' + c' = z' A + c' − α_A (z·z') g
 
-  so the adapted weights need only matrix–vector products with the shared ``A``, batched over
-  tasks as one matmul. We keep ``A'`` implicitly as ``A − Σ_j coef_j g_j z_jᵀ``. The maths is the
+  so the adapted weights need only vector–matrix products with the shared ``A``, batched over
+  tasks as one matmul. We keep ``A'`` implicitly as ``A − Σ_j coef_j z_jᵀ g_j``. The maths is the
   same function of the meta-parameters, so autograd gives the same meta-gradient (a test checks
-  it against the naive version), at a fraction of the memory traffic.
+  it against the naive version), at a fraction of the memory traffic. Before the first step every
+  task has the same ``z`` and ``c``, so ``z A`` is computed once, not once per task.
 * **Bias transform** (``BiasLinear``, used without WT): ``y = x W + b_l + b M`` with a learned
   vector ``b ∈ R^out`` and matrix ``M ∈ R^(out×out)``.
 """
@@ -46,14 +48,14 @@ def inverse_softplus(y: float) -> float:
 # Products with a shared WT matrix, with deferred gradient accumulation
 # ---------------------------------------------------------------------------------------------
 class _SharedMatmul(torch.autograd.Function):
-    """``X @ Aᵀ`` (or ``X @ A``) whose gradient for ``A`` is *deferred*.
+    """``X @ A`` (or ``X @ Aᵀ``) whose gradient for ``A`` is *deferred*.
 
-    ``A`` appears in several products per inner step (θ = A z, Aᵀg, θ' = A z'), each of which
-    would make autograd write a ``[P, k]`` gradient and add it into ``A.grad``. Instead each
-    backward records the two thin factors of its rank-``T`` contribution in ``sink``, and
-    :meth:`MetaMLP.flush_deferred_grads` adds them all with one matmul. The inner loop never
-    differentiates through these nodes (its gradients are taken w.r.t. the effective weights
-    downstream of them), so a first-order backward is all they need.
+    ``A`` appears in several products per inner step (θ = z A, g Aᵀ, θ' = z' A), each of which
+    would make autograd write a ``[k, P]`` gradient and add it into ``A.grad``. Instead each
+    backward records the two thin factors ``(L, R)`` of its rank-``r`` contribution ``Lᵀ R`` in
+    ``sink``, and :meth:`WTLinear.flush_deferred_grads` adds them all with one matmul. The inner
+    loop never differentiates through these nodes (its gradients are taken w.r.t. the effective
+    weights downstream of them), so a first-order backward is all they need.
     """
 
     @staticmethod
@@ -83,27 +85,34 @@ def _shared_mm(X: torch.Tensor, A: torch.Tensor, sink: list | None, transpose: b
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class WTState:
-    """Weight-transform layer for ``T`` tasks; ``A`` is shared, its updates kept low-rank."""
+    """Weight-transform layer for ``T`` tasks; ``A`` is shared, its updates kept low-rank.
+
+    ``z``, ``c`` and ``Az`` have one row per task, or a single row shared by all tasks (the
+    pre-adaptation state); ``theta`` always has ``T`` rows, so each task gets its own gradient.
+    """
 
     fan_in: int
     fan_out: int
-    A: torch.Tensor  # [P, k] the shared (meta) matrix
-    z: torch.Tensor  # [T, k]
-    c: torch.Tensor  # [T, P]
-    corr: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (coef [T,1], g [T,P], z_j [T,k])
+    n_tasks: int
+    A: torch.Tensor  # [k, P] the shared (meta) matrix
+    z: torch.Tensor  # [T or 1, k]
+    c: torch.Tensor  # [T or 1, P]
+    corr: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (coef [1,1], g [T,P], z_j)
     sink: list | None = None  # deferred dA factors (see _SharedMatmul); None: plain autograd
-    theta: torch.Tensor | None = None  # [T, P] cached effective weights (the handle)
-    Az: torch.Tensor | None = None  # [T, P] A z, kept so interpolations need no pass over A
+    Az: torch.Tensor | None = None  # z A, kept so interpolations need no pass over A
+    theta: torch.Tensor | None = None  # [T, P] effective weights (the handle)
 
     n_lrs = 3  # z, A, c
 
     def __post_init__(self) -> None:
         if self.Az is None:
-            self.Az = _shared_mm(self.z, self.A, self.sink, True)  # A z for all tasks: one matmul
+            self.Az = _shared_mm(self.z, self.A, self.sink, False)  # z A, all tasks: one matmul
         if self.theta is None:
             theta = self.Az + self.c
             for coef, g, zj in self.corr:
                 theta = theta - coef * (zj * self.z).sum(-1, keepdim=True) * g
+            if theta.shape[0] != self.n_tasks:
+                theta = theta.expand(self.n_tasks, -1)
             self.theta = theta
 
     def handles(self) -> list[torch.Tensor]:
@@ -111,38 +120,31 @@ class WTState:
 
     def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         n = self.fan_in * self.fan_out
-        T = self.theta.shape[0]
+        T = self.n_tasks
         return self.theta[:, :n].view(T, self.fan_in, self.fan_out), self.theta[:, n:]
+
+    def _new(self, z, c, corr, Az=None) -> WTState:
+        return WTState(self.fan_in, self.fan_out, self.n_tasks, self.A, z, c, corr, self.sink, Az)
 
     def step(self, grads: list[torch.Tensor], lrs: torch.Tensor) -> WTState:
         (g,) = grads  # [T, P] = dL/dθ per task
         lr_z, lr_a, lr_c = lrs[0], lrs[1], lrs[2]
-        g_z = _shared_mm(g, self.A, self.sink, False)  # Aᵀ g per task
+        g_z = _shared_mm(g, self.A, self.sink, True)  # g Aᵀ per task
         for coef, gj, zj in self.corr:
             g_z = g_z - coef * (gj * g).sum(-1, keepdim=True) * zj
         corr = [*self.corr, (lr_a.reshape(1, 1), g, self.z)]
-        return WTState(
-            self.fan_in,
-            self.fan_out,
-            self.A,
-            self.z - lr_z * g_z,
-            self.c - lr_c * g,
-            corr,
-            self.sink,
-        )
+        return self._new(self.z - lr_z * g_z, self.c - lr_c * g, corr)
 
     def lerp(self, other: WTState, w: float) -> WTState:
-        """(1 − w)·self + w·other in parameter space (for the soft target network)."""
+        """(1 − w)·self + w·other in parameter space (for the soft target network). ``z A`` is
+        linear in ``z``, so the interpolated state's ``z A`` needs no pass over ``A``."""
         corr = [((1 - w) * c, g, z) for c, g, z in self.corr]
         corr += [(w * c, g, z) for c, g, z in other.corr]
-        return WTState(
-            self.fan_in,
-            self.fan_out,
-            self.A,
+        return self._new(
             torch.lerp(self.z, other.z, w),
             torch.lerp(self.c, other.c, w),
             corr,
-            self.sink,
+            torch.lerp(self.Az, other.Az, w),
         )
 
     def detach(self) -> WTState:
@@ -150,11 +152,13 @@ class WTState:
         return WTState(
             self.fan_in,
             self.fan_out,
+            self.n_tasks,
             self.A.detach(),
             self.z.detach(),
             self.c.detach(),
             corr,
             None,
+            self.Az.detach(),
             self.theta.detach(),
         )
 
@@ -254,31 +258,25 @@ class WTLinear(nn.Module):
         self.fan_in, self.fan_out = fan_in, fan_out
         self.z = nn.Parameter(torch.empty(latent).normal_(0, 1.0 / fan_out))
         fc = nn.Linear(latent, fan_in * fan_out + fan_out)  # default init, as the authors
-        self.A, self.c = fc.weight, fc.bias  # [P, k], [P]
+        self.A = nn.Parameter(fc.weight.detach().T.contiguous())  # [k, P]: θ = z A + c
+        self.c = fc.bias  # [P]
         self.deferred: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def state(self, T: int) -> WTState:
-        return WTState(
-            self.fan_in,
-            self.fan_out,
-            self.A,
-            self.z.expand(T, -1),
-            self.c.expand(T, -1),
-            [],
-            self.deferred,
-        )
+        z, c = self.z.unsqueeze(0), self.c.unsqueeze(0)  # shared by all tasks until a step
+        return WTState(self.fan_in, self.fan_out, T, self.A, z, c, [], self.deferred)
 
     def flush_deferred_grads(self) -> None:
-        """Add the recorded rank-T factors into ``A.grad`` with one matmul."""
+        """Add the recorded rank-r factors into ``A.grad`` with one matmul."""
         if not self.deferred:
             return
-        U = torch.cat([u for u, _ in self.deferred])
-        V = torch.cat([v for _, v in self.deferred])
+        L = torch.cat([u for u, _ in self.deferred])
+        R = torch.cat([v for _, v in self.deferred])
         self.deferred.clear()
         if self.A.grad is None:
-            self.A.grad = U.T @ V
+            self.A.grad = L.T @ R
         else:
-            self.A.grad.addmm_(U.T, V)  # in place: no fresh 4 MB buffer per step
+            self.A.grad.addmm_(L.T, R)  # in place: no fresh 4 MB buffer per step
 
 
 class BTLinear(nn.Module):

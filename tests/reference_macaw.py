@@ -19,7 +19,7 @@ from algorithms.macaw import MACAW
 def layer_forward(kind, p, x, fan_in, fan_out):
     if kind == "wt":
         z, A, c = p
-        theta = A @ z + c
+        theta = z @ A + c  # A stored [k, P]
         W = theta[: fan_in * fan_out].view(fan_in, fan_out)
         b = theta[fan_in * fan_out :]
         return x @ W + b
