@@ -118,10 +118,11 @@ class WTState:
     def handles(self) -> list[torch.Tensor]:
         return [self.theta]
 
-    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        n = self.fan_in * self.fan_out
-        T = self.n_tasks
-        return self.theta[:, :n].view(T, self.fan_in, self.fan_out), self.theta[:, n:]
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [T, B, in] → [T, B, out]. θ is ``W`` (row-major ``in × out``) then ``b``; split, not
+        sliced, so its backward is one concatenation instead of a zero-filled buffer per slice."""
+        W, b = self.theta.split([self.fan_in * self.fan_out, self.fan_out], dim=1)
+        return torch.baddbmm(b.unsqueeze(1), x, W.view(self.n_tasks, self.fan_in, self.fan_out))
 
     def _new(self, z, c, corr, Az=None) -> WTState:
         return WTState(self.fan_in, self.fan_out, self.n_tasks, self.A, z, c, corr, self.sink, Az)
@@ -182,8 +183,9 @@ class BTState:
     def handles(self) -> list[torch.Tensor]:
         return [self.W, self.bias]
 
-    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.W, self.bias
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [T, B, in] → [T, B, out] with each task's own weights."""
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.W)
 
     def step(self, grads: list[torch.Tensor], lrs: torch.Tensor) -> BTState:
         g_w, g_bias = grads
@@ -244,7 +246,7 @@ class NetState:
 
     @property
     def n_tasks(self) -> int:
-        return self.layers[0].weights()[0].shape[0]
+        return self.layers[0].handles()[0].shape[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,12 +299,6 @@ class BTLinear(nn.Module):
             self.b.expand(T, -1),
             self.M.expand(T, -1, -1),
         )
-
-
-def _linear(state: LayerState, x: torch.Tensor) -> torch.Tensor:
-    """x: [T, B, in] → [T, B, out] with each task's own weights."""
-    W, b = state.weights()
-    return torch.baddbmm(b.unsqueeze(1), x, W)
 
 
 class MetaMLP(nn.Module):
@@ -363,16 +359,16 @@ class MetaMLP(nn.Module):
         n = len(self.trunk)
         h = x
         for i in range(n - 1):
-            h = _linear(state.layers[i], h)
+            h = state.layers[i].linear(h)
             if i < n - 2:
                 h = F.relu(h)
         pre = h  # last hidden layer's pre-activation: the head's input
-        out = _linear(state.layers[n - 1], F.relu(pre))
+        out = state.layers[n - 1].linear(F.relu(pre))
         if action is None or not len(self.head):
             return out
         a = F.relu(torch.cat([pre, action], -1))
         for j in range(len(self.head)):
-            a = _linear(state.layers[n + j], a)
+            a = state.layers[n + j].linear(a)
             if j < len(self.head) - 1:
                 a = F.relu(a)
         return out, a
