@@ -30,6 +30,7 @@ Layers (SPEC §4, the authors' ``src/nn.py``):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -110,7 +111,8 @@ class WTState:
         if self.theta is None:
             theta = self.Az + self.c
             for coef, g, zj in self.corr:
-                theta = theta - coef * (zj * self.z).sum(-1, keepdim=True) * g
+                s = coef * (zj * self.z).sum(-1, keepdim=True)
+                theta = torch.addcmul(theta, s, g, value=-1)
             if theta.shape[0] != self.n_tasks:
                 theta = theta.expand(self.n_tasks, -1)
             self.theta = theta
@@ -121,20 +123,22 @@ class WTState:
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, B, in] → [T, B, out]. θ is ``W`` (row-major ``in × out``) then ``b``; split, not
         sliced, so its backward is one concatenation instead of a zero-filled buffer per slice."""
-        W, b = self.theta.split([self.fan_in * self.fan_out, self.fan_out], dim=1)
-        return torch.baddbmm(b.unsqueeze(1), x, W.view(self.n_tasks, self.fan_in, self.fan_out))
+        Wb = self.theta.view(self.n_tasks, self.fan_in + 1, self.fan_out)  # rows: W, then b
+        W, b = Wb.split([self.fan_in, 1], dim=1)
+        return torch.baddbmm(b, x, W)
 
     def _new(self, z, c, corr, Az=None) -> WTState:
         return WTState(self.fan_in, self.fan_out, self.n_tasks, self.A, z, c, corr, self.sink, Az)
 
-    def step(self, grads: list[torch.Tensor], lrs: torch.Tensor) -> WTState:
+    def step(self, grads: list[torch.Tensor], lrs: Sequence[torch.Tensor]) -> WTState:
         (g,) = grads  # [T, P] = dL/dθ per task
-        lr_z, lr_a, lr_c = lrs[0], lrs[1], lrs[2]
+        lr_z, lr_a, lr_c = lrs
         g_z = _shared_mm(g, self.A, self.sink, True)  # g Aᵀ per task
         for coef, gj, zj in self.corr:
-            g_z = g_z - coef * (gj * g).sum(-1, keepdim=True) * zj
+            g_z = torch.addcmul(g_z, coef * (gj * g).sum(-1, keepdim=True), zj, value=-1)
         corr = [*self.corr, (lr_a.reshape(1, 1), g, self.z)]
-        return self._new(self.z - lr_z * g_z, self.c - lr_c * g, corr)
+        z = torch.addcmul(self.z, lr_z, g_z, value=-1)
+        return self._new(z, torch.addcmul(self.c, lr_c, g, value=-1), corr)
 
     def lerp(self, other: WTState, w: float) -> WTState:
         """(1 − w)·self + w·other in parameter space (for the soft target network). ``z A`` is
@@ -187,15 +191,15 @@ class BTState:
         """x: [T, B, in] → [T, B, out] with each task's own weights."""
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.W)
 
-    def step(self, grads: list[torch.Tensor], lrs: torch.Tensor) -> BTState:
+    def step(self, grads: list[torch.Tensor], lrs: Sequence[torch.Tensor]) -> BTState:
         g_w, g_bias = grads
         g_b = torch.bmm(self.M, g_bias.unsqueeze(-1)).squeeze(-1)  # d bias / d b = M
         g_m = self.b.unsqueeze(-1) * g_bias.unsqueeze(1)  # b ⊗ g
         return BTState(
-            self.W - lrs[0] * g_w,
-            self.bl - lrs[1] * g_bias,
-            self.b - lrs[2] * g_b,
-            self.M - lrs[3] * g_m,
+            *(
+                torch.addcmul(p, lr, g, value=-1)
+                for p, lr, g in zip((self.W, self.bl, self.b, self.M), lrs, (g_w, g_bias, g_b, g_m))
+            )
         )
 
     def lerp(self, other: BTState, w: float) -> BTState:
@@ -232,9 +236,10 @@ class NetState:
     def step(self, grads: list[torch.Tensor], lrs: torch.Tensor) -> NetState:
         """One SGD step; ``lrs`` holds one (already positive) rate per meta-parameter tensor."""
         out, gi, li = [], 0, 0
+        rates = lrs.unbind()  # one autograd node, not one select per rate
         for layer in self.layers:
             nh = len(layer.handles())
-            out.append(layer.step(grads[gi : gi + nh], lrs[li : li + layer.n_lrs]))
+            out.append(layer.step(grads[gi : gi + nh], rates[li : li + layer.n_lrs]))
             gi, li = gi + nh, li + layer.n_lrs
         return NetState(out)
 
@@ -268,6 +273,7 @@ class WTLinear(nn.Module):
         z, c = self.z.unsqueeze(0), self.c.unsqueeze(0)  # shared by all tasks until a step
         return WTState(self.fan_in, self.fan_out, T, self.A, z, c, [], self.deferred)
 
+    @torch.no_grad()  # a factor may require grad (z does); the gradient itself must not
     def flush_deferred_grads(self) -> None:
         """Add the recorded rank-r factors into ``A.grad`` with one matmul."""
         if not self.deferred:
