@@ -130,7 +130,7 @@ class MACAW(OfflineMetaLearner):
         self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr, fused=True)
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr, fused=True)
         meta = [t for t in (self.value_lrs, self.policy_lrs, self.head_coef) if t.requires_grad]
-        self.meta_opt = torch.optim.Adam(meta, lr=cfg.meta_lr) if meta else None
+        self.meta_opt = torch.optim.Adam(meta, lr=cfg.meta_lr, fused=True) if meta else None
 
     # -- pieces --------------------------------------------------------------------------------
     def _v(self, state: NetState, obs: torch.Tensor) -> torch.Tensor:
@@ -194,7 +194,10 @@ class MACAW(OfflineMetaLearner):
             awr, head_loss, _ = self._policy_terms(state, sub, adv, True)
             per_row = awr if head_loss is None else awr + lam * head_loss
             loss = per_row.mean(-1).sum()
-            state = state.step(inner_grads(loss, state, create_graph), lrs)
+            # Nothing reads the head after the last step (the outer loss and acting use the
+            # trunk only), so that step adapts the trunk alone: same result, less work.
+            n = len(self.policy.trunk) if i == len(advs) - 1 else None
+            state = state.step(inner_grads(loss, state, create_graph, n), lrs, n)
             losses.append(loss.item())
             if head_loss is not None:
                 head_losses.append(head_loss.mean().item())

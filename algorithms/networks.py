@@ -230,18 +230,22 @@ class NetState:
 
     layers: list[LayerState]
 
-    def handles(self) -> list[torch.Tensor]:
-        return [h for layer in self.layers for h in layer.handles()]
+    def handles(self, n_layers: int | None = None) -> list[torch.Tensor]:
+        """The tensors inner gradients are taken w.r.t., of the first ``n_layers`` layers."""
+        return [h for layer in self.layers[:n_layers] for h in layer.handles()]
 
-    def step(self, grads: list[torch.Tensor], lrs: torch.Tensor) -> NetState:
-        """One SGD step; ``lrs`` holds one (already positive) rate per meta-parameter tensor."""
+    def step(
+        self, grads: list[torch.Tensor], lrs: torch.Tensor, n_layers: int | None = None
+    ) -> NetState:
+        """One SGD step of the first ``n_layers`` layers (all by default; the rest are kept);
+        ``lrs`` holds one (already positive) rate per meta-parameter tensor."""
         out, gi, li = [], 0, 0
         rates = lrs.unbind()  # one autograd node, not one select per rate
-        for layer in self.layers:
+        for layer in self.layers[:n_layers]:
             nh = len(layer.handles())
             out.append(layer.step(grads[gi : gi + nh], rates[li : li + layer.n_lrs]))
             gi, li = gi + nh, li + layer.n_lrs
-        return NetState(out)
+        return NetState(out + self.layers[len(out) :])
 
     def lerp(self, other: NetState, w: float) -> NetState:
         return NetState([a.lerp(b, w) for a, b in zip(self.layers, other.layers)])
@@ -414,6 +418,9 @@ def awr_weights(adv: torch.Tensor, temperature: float = 1.0, max_weight: float =
     return (norm / temperature).clamp(max=math.log(max_weight)).exp()
 
 
-def inner_grads(loss: torch.Tensor, state: NetState, create_graph: bool) -> list[torch.Tensor]:
-    """Per-task gradients w.r.t. each layer's effective weights (the state's handles)."""
-    return list(torch.autograd.grad(loss, state.handles(), create_graph=create_graph))
+def inner_grads(
+    loss: torch.Tensor, state: NetState, create_graph: bool, n_layers: int | None = None
+) -> list[torch.Tensor]:
+    """Per-task gradients w.r.t. the effective weights (the handles) of the first ``n_layers``."""
+    handles = state.handles(n_layers)
+    return list(torch.autograd.grad(loss, handles, create_graph=create_graph))
