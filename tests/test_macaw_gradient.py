@@ -17,9 +17,16 @@ def float64():
     torch.set_default_dtype(old)
 
 
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("wt", [True, False], ids=["wt", "bias-transform"])
-def test_meta_gradient_matches_straightforward_autograd(steps, wt):
+def test_meta_gradient_matches_straightforward_autograd(steps, wt, device):
     cfg = MACAWConfig(
         width=12,
         depth=2,
@@ -29,8 +36,8 @@ def test_meta_gradient_matches_straightforward_autograd(steps, wt):
         inner_lr=0.05,
         head_coef=0.5,
     )
-    m = MACAW(obs_dim=4, act_dim=2, n_train_tasks=7, config=cfg, seed=1)
-    batch = make_batch(T=3, B=8, obs=4, act=2)
+    m = MACAW(obs_dim=4, act_dim=2, n_train_tasks=7, config=cfg, seed=1, device=device)
+    batch = make_batch(T=3, B=8, obs=4, act=2).to(device)
 
     loss, _ = m.meta_loss(batch)
     loss.backward()

@@ -3,7 +3,12 @@
 HalfCheetah dimensions (obs 20, act 6), batch 256 per task, 5 tasks (PEARL: its 16), MACAW with
 weight transform. The reference is a plain per-task autograd loop of the same MACAW equations
 (``tests/reference_macaw.py``); the ratio of the two medians is what we report.
+
+``OMRL_BENCH_DEVICE=cuda`` runs the same benchmarks on a GPU (every step ends in ``.item()``
+calls, so the timings include the device work).
 """
+
+import os
 
 import pytest
 
@@ -12,28 +17,30 @@ from algorithms.macaw import MACAW
 from tests.reference_macaw import ReferenceMACAWStep, make_batch
 
 OBS, ACT, N_TRAIN = 20, 6, 35
+DEVICE = os.environ.get("OMRL_BENCH_DEVICE", "cpu")
 _medians: dict[str, float] = {}
 
 
 def _batch(learner):
     cfg = learner.config
-    return make_batch(cfg.tasks_per_batch, cfg.outer_batch, OBS, ACT)
+    batch = make_batch(cfg.tasks_per_batch, cfg.outer_batch, OBS, ACT)
+    if cfg.inner_batch != cfg.outer_batch:
+        inner = make_batch(cfg.tasks_per_batch, cfg.inner_batch, OBS, ACT)
+        batch = type(batch)(inner.inner, batch.outer, batch.task_ids)
+    return batch.to(DEVICE)
 
 
 def test_reference_per_task_autograd_macaw_step(benchmark):
-    step = ReferenceMACAWStep(MACAW(OBS, ACT, N_TRAIN))
-    batch = make_batch(5, 256, OBS, ACT)
+    step = ReferenceMACAWStep(MACAW(OBS, ACT, N_TRAIN, device=DEVICE))
+    batch = make_batch(5, 256, OBS, ACT).to(DEVICE)
     benchmark.pedantic(step, args=(batch,), rounds=10, warmup_rounds=2)
     _medians["reference"] = benchmark.stats.stats.median
 
 
 @pytest.mark.parametrize("name", ["macaw", "meta-bc", "mt-ft", "pearl"])
 def test_meta_train_step(benchmark, name):
-    learner = learner_class(name)(OBS, ACT, N_TRAIN)
+    learner = learner_class(name)(OBS, ACT, N_TRAIN, device=DEVICE)
     batch = _batch(learner)
-    if learner.config.inner_batch != learner.config.outer_batch:
-        inner = make_batch(learner.config.tasks_per_batch, learner.config.inner_batch, OBS, ACT)
-        batch = type(batch)(inner.inner, batch.outer, batch.task_ids)
     rounds = 10 if name != "pearl" else 5
     benchmark.pedantic(learner.meta_train_step, args=(batch,), rounds=rounds, warmup_rounds=2)
     median = benchmark.stats.stats.median
@@ -41,6 +48,6 @@ def test_meta_train_step(benchmark, name):
     if name == "macaw" and "reference" in _medians:
         benchmark.extra_info["speedup_vs_reference"] = round(_medians["reference"] / median, 2)
         print(
-            f"\nMACAW step {median * 1e3:.1f} ms; per-task autograd reference "
+            f"\nMACAW step {median * 1e3:.1f} ms on {DEVICE}; per-task autograd reference "
             f"{_medians['reference'] * 1e3:.1f} ms; ratio {_medians['reference'] / median:.1f}×"
         )
