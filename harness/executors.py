@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from harness.hugepages import use_huge_pages
 from harness.runner import RunConfig, execute_run
 
 EXECUTORS = ("local", "inprocess", "ray")
@@ -22,6 +23,7 @@ def _work(cfg: RunConfig, results: str, data_root: str | None, threads: int) -> 
     import torch
 
     torch.set_num_threads(threads)
+    use_huge_pages()  # once per process; see harness/hugepages.py
     return str(execute_run(cfg, Path(results), Path(data_root) if data_root else None))
 
 
