@@ -125,7 +125,7 @@ class WTState:
         sliced, so its backward is one concatenation instead of a zero-filled buffer per slice."""
         Wb = self.theta.view(self.n_tasks, self.fan_in + 1, self.fan_out)  # rows: W, then b
         W, b = Wb.split([self.fan_in, 1], dim=1)
-        return torch.baddbmm(b, x, W)
+        return torch.bmm(x, W).add_(b)  # in place is safe (bmm's backward needs x and W only)
 
     def _new(self, z, c, corr, Az=None) -> WTState:
         return WTState(self.fan_in, self.fan_out, self.n_tasks, self.A, z, c, corr, self.sink, Az)
@@ -189,7 +189,7 @@ class BTState:
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, B, in] → [T, B, out] with each task's own weights."""
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.W)
+        return torch.bmm(x, self.W).add_(self.bias.unsqueeze(1))
 
     def step(self, grads: list[torch.Tensor], lrs: Sequence[torch.Tensor]) -> BTState:
         g_w, g_bias = grads
