@@ -365,22 +365,26 @@ class MetaMLP(nn.Module):
 
     def run(self, state: NetState, x: torch.Tensor, action: torch.Tensor | None = None):
         """Evaluate for every task. x: [T, B, in]. Returns the trunk output ``[T, B, out]``, and
-        with ``action`` and a head also the head output ``[T, B, 1]``."""
+        with ``action`` and a head also the head output ``[T, B, 1]``.
+
+        ReLUs run in place on fresh layer outputs (autograd keeps the activated tensor, which is
+        all ReLU's backward needs): one activation-sized buffer fewer per layer."""
         n = len(self.trunk)
+        with_head = action is not None and len(self.head) > 0
         h = x
         for i in range(n - 1):
             h = state.layers[i].linear(h)
             if i < n - 2:
-                h = F.relu(h)
+                h = h.relu_()
         pre = h  # last hidden layer's pre-activation: the head's input
-        out = state.layers[n - 1].linear(F.relu(pre))
-        if action is None or not len(self.head):
+        out = state.layers[n - 1].linear(F.relu(pre) if with_head else pre.relu_())
+        if not with_head:
             return out
-        a = F.relu(torch.cat([pre, action], -1))
+        a = torch.cat([pre, action], -1).relu_()
         for j in range(len(self.head)):
             a = state.layers[n + j].linear(a)
             if j < len(self.head) - 1:
-                a = F.relu(a)
+                a = a.relu_()
         return out, a
 
 
