@@ -18,8 +18,9 @@ kept here. One meta-iteration, for each sampled train task (all tasks at once, s
 Test time: one value step and one policy step on the adaptation set.
 
 Deviations: none in the maths. The WT inner step is computed in low-rank form (same function,
-far less memory traffic — see ``networks.py``), and all tasks of a meta-batch are adapted in one
-batched pass instead of a Python loop with ``higher``.
+far less memory traffic — see ``networks.py``), all tasks of a meta-batch are adapted in one
+batched pass instead of a Python loop with ``higher``, and the last inner policy step leaves the
+advantage head unadapted, since nothing reads the adapted head (same meta-gradient, tested).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A straightforward per-task autograd implementation of MACAW's meta-loss (SPEC §4).
 
 Written independently of ``algorithms/networks.py``: parameters as plain tensors, one task at a
-time, weights generated explicitly (θ = A z + c), every parameter tensor stepped with
+time, weights generated explicitly (θ = z A + c), every parameter tensor stepped with
 ``torch.autograd.grad(create_graph=True)``, the target network as an explicit parameter
 interpolation. The gradient test checks ``MACAW`` against it; the benchmark times it as the
 reference a faster implementation must beat.
