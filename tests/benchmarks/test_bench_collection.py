@@ -20,7 +20,15 @@ _ref: dict[int, float] = {}
 
 
 def _train(n_learners: int, tasks_each: int, hidden: int, updates: int = UPDATES) -> int:
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread per learner process, as `data build` runs them
+    try:
+        return _updates(n_learners, tasks_each, hidden, updates)
+    finally:
+        torch.set_num_threads(threads)  # in-process modes must not leave later benchmarks at 1
+
+
+def _updates(n_learners: int, tasks_each: int, hidden: int, updates: int) -> int:
     torch.manual_seed(0)
     learners = [
         BatchedSAC(tasks_each, OBS, ACT, 1.0, SACConfig(hidden=hidden)) for _ in range(n_learners)
