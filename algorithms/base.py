@@ -144,13 +144,38 @@ class OfflineMetaLearner(ABC):
                 f"checkpoint dims {state.get('dims')} do not match "
                 f"{[self.obs_dim, self.act_dim, self.n_train_tasks]}"
             )
-        for k, v in self._checkpoint_items().items():
-            if isinstance(v, torch.Tensor):
-                with torch.no_grad():
-                    v.copy_(state[k])
-            else:
-                v.load_state_dict(state[k])
+        self._check_tensor_shapes(state)  # before anything is copied: no half-loaded learner
+        try:
+            for k, v in self._checkpoint_items().items():
+                if isinstance(v, torch.Tensor):
+                    with torch.no_grad():
+                        v.copy_(state[k])
+                else:
+                    v.load_state_dict(state[k])
+        except (RuntimeError, KeyError) as e:  # e.g. a tensor layout changed between versions
+            first = str(e).strip().splitlines()[-1].strip()
+            raise ValueError(
+                f"checkpoint does not fit this {self.name} learner (written by another version "
+                f"of the code?): {first}"
+            ) from e
         self.steps = int(state["steps"])
+
+    def _check_tensor_shapes(self, state: dict[str, Any]) -> None:
+        for k, v in self._checkpoint_items().items():
+            if isinstance(v, torch.optim.Optimizer):
+                continue  # torch checks optimizer groups before it changes anything
+            mine = v.state_dict() if isinstance(v, nn.Module) else {"": v}
+            theirs = state.get(k)
+            theirs = theirs if isinstance(theirs, dict) else {"": theirs}
+            for name, t in mine.items():
+                other = theirs.get(name)
+                if not isinstance(other, torch.Tensor) or other.shape != t.shape:
+                    found = tuple(other.shape) if isinstance(other, torch.Tensor) else "missing"
+                    where = f"{k}.{name}" if name else k
+                    raise ValueError(
+                        f"checkpoint does not fit this {self.name} learner (written by another "
+                        f"version of the code?): {where} is {found}, expected {tuple(t.shape)}"
+                    )
 
 
 def known_learners() -> list[str]:

@@ -107,6 +107,16 @@ def test_checkpoint_from_a_different_config_is_refused():
         build("meta-bc").load_state_dict(a.state_dict())
 
 
+def test_checkpoint_with_tensors_of_another_layout_is_refused_clearly():
+    a, b = build("macaw"), build("macaw", seed=1)
+    state = a.state_dict()
+    state["value"] = {k: v.T.clone() if k.endswith(".A") else v for k, v in state["value"].items()}
+    before = [p.clone() for p in b.value.parameters()]
+    with pytest.raises(ValueError, match="another version of the code.*value.trunk.0.A is"):
+        b.load_state_dict(state)
+    assert all(torch.equal(p, q) for p, q in zip(before, b.value.parameters()))
+
+
 def test_unknown_algorithm_and_config_key_errors_list_the_known_ones():
     with pytest.raises(ValueError, match="known algorithms: macaw, meta-bc, mt-ft, pearl"):
         learner_class("maml")
