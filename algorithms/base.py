@@ -145,19 +145,12 @@ class OfflineMetaLearner(ABC):
                 f"{[self.obs_dim, self.act_dim, self.n_train_tasks]}"
             )
         self._check_tensor_shapes(state)  # before anything is copied: no half-loaded learner
-        try:
-            for k, v in self._checkpoint_items().items():
-                if isinstance(v, torch.Tensor):
-                    with torch.no_grad():
-                        v.copy_(state[k])
-                else:
-                    v.load_state_dict(state[k])
-        except (RuntimeError, KeyError) as e:  # e.g. a tensor layout changed between versions
-            first = str(e).strip().splitlines()[-1].strip()
-            raise ValueError(
-                f"checkpoint does not fit this {self.name} learner (written by another version "
-                f"of the code?): {first}"
-            ) from e
+        for k, v in self._checkpoint_items().items():
+            if isinstance(v, torch.Tensor):
+                with torch.no_grad():
+                    v.copy_(state[k])
+            else:
+                v.load_state_dict(state[k])
         self.steps = int(state["steps"])
 
     def _check_tensor_shapes(self, state: dict[str, Any]) -> None:

@@ -357,12 +357,6 @@ class MetaMLP(nn.Module):
             if isinstance(m, WTLinear):
                 m.flush_deferred_grads()
 
-    def clear_deferred_grads(self) -> None:
-        """Drop recorded factors of a backward whose gradient is not wanted."""
-        for m in [*self.trunk, *self.head]:
-            if isinstance(m, WTLinear):
-                m.deferred.clear()
-
     def run(self, state: NetState, x: torch.Tensor, action: torch.Tensor | None = None):
         """Evaluate for every task. x: [T, B, in]. Returns the trunk output ``[T, B, out]``, and
         with ``action`` and a head also the head output ``[T, B, 1]``.
@@ -408,6 +402,14 @@ def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor):
     logp = gaussian_log_prob_diag(mean, log_std, u)
     logp = logp - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
     return torch.tanh(u), logp
+
+
+@torch.no_grad()
+def soft_update_(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging of a target network, in place: target ← (1 − τ)·target + τ·source.
+    Shared by offline PEARL and the SAC behaviour agents."""
+    for p, tp in zip(source.parameters(), target.parameters(), strict=True):
+        tp.lerp_(p, tau)
 
 
 def gaussian_log_prob_diag(mean: torch.Tensor, log_std: torch.Tensor, x: torch.Tensor):

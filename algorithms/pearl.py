@@ -27,7 +27,7 @@ from torch import nn
 
 from algorithms.base import OfflineMetaLearner, Policy
 from algorithms.batch import MetaBatch, Transitions
-from algorithms.networks import tanh_gaussian_sample
+from algorithms.networks import soft_update_, tanh_gaussian_sample
 
 
 @dataclass(frozen=True)
@@ -154,9 +154,7 @@ class OfflinePEARL(OfflineMetaLearner):
         self.vf_opt.zero_grad(set_to_none=True)
         v_loss.backward()
         self.vf_opt.step()
-        with torch.no_grad():
-            for p, tp in zip(self.vf.parameters(), self.vf_target.parameters()):
-                tp.lerp_(p, cfg.soft_target_tau)
+        soft_update_(self.vf_target, self.vf, cfg.soft_target_tau)
 
         policy_loss = (logp - min_q).mean()
         policy_loss = policy_loss + cfg.policy_mean_reg * mean.pow(2).mean()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.networks import tanh_gaussian_sample
+from algorithms.networks import soft_update_, tanh_gaussian_sample
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,7 @@ class BatchedSAC:
         alpha_loss.backward()
         self.alpha_opt.step()
 
-        with torch.no_grad():
-            for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
-                tp.lerp_(p, cfg.tau)
+        soft_update_(self.critic_target, self.critic, cfg.tau)
         return {
             "critic_loss": critic_loss.item() / self.n,
             "actor_loss": actor_loss.item() / self.n,

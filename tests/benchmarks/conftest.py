@@ -4,7 +4,6 @@ import torch
 from harness.hugepages import use_huge_pages
 
 THREADS = 2  # the machine class we report for: 2 CPU cores
-torch.set_num_threads(THREADS)
 use_huge_pages()  # as the harness's run workers do; OMRL_HUGEPAGES=0 measures without
 
 
