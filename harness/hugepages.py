@@ -8,9 +8,10 @@ page-faulted in again on the next step. Measured on the 2-core CI machine class:
 is ~5 % faster with the heap on huge pages and kept (README, "Speed").
 
 What it does, once per process: keeps tensors up to 64 MB on the heap and freed heap memory in
-the process (``mallopt``), grows the heap once by ``reserve_mb`` of *virtual* memory (nothing is
-touched, so nothing is committed), and asks the kernel to back that range with huge pages
-(``madvise(MADV_HUGEPAGE)``). Physical memory is still only used as tensors touch it.
+the process (``mallopt``), grows the heap once by ``reserve_mb`` of *virtual* memory (only
+chunk headers are touched, so almost nothing is committed), and asks the kernel to back that
+range with huge pages (``madvise(MADV_HUGEPAGE)``). Physical memory is only used as tensors
+touch it.
 Equivalent to starting Python with
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=67108864:...``, which cannot
 be set from inside a running process.
