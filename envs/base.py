@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,22 @@ class TaskFamily(ABC):
     @abstractmethod
     def make_env(self, task: Task | int) -> gym.Env:
         """Build a fresh environment set to ``task``."""
+
+    def task_features(self, task: Task | int) -> np.ndarray:
+        """What a behaviour agent is told about the task (never stored in the data).
+
+        A one-hot of the task index by default; families override it with the task's
+        parameters, so one task-conditioned agent can share what it learns between tasks.
+        """
+        out = np.zeros(len(self.tasks), dtype=np.float32)
+        out[self.task(task).index] = 1.0
+        return out
+
+    def oracle_policy(self, task: Task | int) -> Callable[[np.ndarray], np.ndarray] | None:
+        """An optimal (or best known) policy for the task, obs → action in the env's scale,
+        where one is easy to write down; ``None`` where not. Data summaries read returns
+        against it."""
+        return None
 
     def task(self, task: Task | int) -> Task:
         return self.tasks[task] if isinstance(task, int) else task

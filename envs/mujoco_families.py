@@ -85,6 +85,9 @@ class CheetahDirFamily(TaskFamily):
     def make_env(self, task):
         return CheetahTaskEnv(self.task(task).params)
 
+    def task_features(self, task):
+        return np.array([self.task(task).params["direction"]], np.float32)
+
 
 class CheetahVelFamily(TaskFamily):
     """40 target velocities linspace(0.075, 3, 40); test indices 2, 7, 15, 23, 26."""
@@ -101,6 +104,9 @@ class CheetahVelFamily(TaskFamily):
 
     def make_env(self, task):
         return CheetahTaskEnv(self.task(task).params)
+
+    def task_features(self, task):
+        return np.array([self.task(task).params["velocity"]], np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,6 +155,10 @@ class AntDirFamily(TaskFamily):
 
     def make_env(self, task):
         return AntDirEnv(self.task(task).params)
+
+    def task_features(self, task):
+        a = self.task(task).params["angle"]
+        return np.array([np.cos(a), np.sin(a)], np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +230,16 @@ class WalkerParamsFamily(TaskFamily):
 
     def make_env(self, task):
         return WalkerParamsEnv(self.task(task).params)
+
+    def task_features(self, task):
+        """Log-multipliers, scaled to [-1, 1]: what sets each task's physics."""
+        p = self.task(task).params
+        parts = [
+            np.log(np.asarray(p[k], np.float64)).ravel()
+            / (3 * np.log(1.3 if k == "dof_damping" else 1.5))
+            for k in WALKER_PARAMS
+        ]
+        return np.concatenate(parts).astype(np.float32)
 
 
 register_family("cheetah-dir", CheetahDirFamily)

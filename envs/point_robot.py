@@ -58,5 +58,13 @@ class PointRobotFamily(TaskFamily):
     def make_env(self, task):
         return PointRobotEnv(self.task(task).params, self.horizon)
 
+    def oracle_policy(self, task):
+        """Straight to the goal at full speed (the box's largest step toward it)."""
+        goal = np.asarray(self.task(task).params["goal"], np.float64)
+        return lambda obs: np.clip(goal - obs, -0.1, 0.1).astype(np.float32)
+
+    def task_features(self, task):
+        return np.asarray(self.task(task).params["goal"], np.float32)
+
 
 register_family("point-robot", PointRobotFamily)

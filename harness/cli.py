@@ -39,7 +39,7 @@ def _cmd_data_verify(args) -> None:
 
 def _cmd_data_info(args) -> None:
     from harness.collect.build import require_dataset
-    from harness.datasets import load_task_arrays, manifest_hash, read_manifest
+    from harness.datasets import load_task_arrays, manifest_hash, read_manifest, tenth_means
 
     out = require_dataset(args.family, args.budget, args.seed, args.root)
     man = read_manifest(out)
@@ -52,32 +52,58 @@ def _cmd_data_info(args) -> None:
     print(f"  manifest sha256 {manifest_hash(out)}")
     gen = man["generator"]
     print(f"  generator {gen['collector']} {gen['budget']}")
-    header = f"  {'task':>5} {'split':>5} {'rows':>7} {'eps':>4}   {'return q25/q50/q75':^26}"
-    header += "   early→late return" + (
-        "   early→late success" if fam["score"] == "success" else ""
-    )
+    build = man.get("build", {})
+    if build:
+        size = sum(e["bytes"] for e in man["files"].values())
+        print(
+            f"  built in {build['wall_s']:.0f} s with {build['workers']} worker(s) on "
+            f"{build['cpu_count']} CPUs; {size / 1e6:.1f} MB on disk"
+        )
+        for first, chunk in sorted(build.get("chunks", {}).items(), key=lambda kv: int(kv[0])):
+            if chunk.get("curve"):
+                pts = chunk["curve"]
+                marks = [pts[int(round(f * (len(pts) - 1)))] for f in (0, 0.25, 0.5, 0.75, 1)]
+                trace = "  ".join(f"{p['mean_return']:.0f}@{p['wall_s']:.0f}s" for p in marks)
+                print(f"  training curve, tasks {first}–{chunk['tasks'][-1]}: {trace}")
+    has_oracle = any("oracle_return" in e for e in man["files"].values())
+    success = fam["score"] == "success"
+    header = f"  {'task':>5} {'split':>5} {'rows':>7} {'eps':>4}  {'first 10%':>9} {'last 10%':>9}"
+    header += f" {'random':>8}" + (f" {'oracle':>8}" if has_oracle else "")
+    header += "   success first→last" if success else ""
     print(header)
     test = set(fam["test_indices"])
-    early_all, late_all = [], []
+    by_split: dict[str, list[list[float]]] = {"train": [], "test": []}
     for key in sorted(man["files"], key=int):
-        a = load_task_arrays(out, man["files"][key])
-        r, s = a["episode_return"], a["episode_success"]
-        k = max(1, len(r) // 3)
-        early, late = r[:k].mean(), r[-k:].mean()
-        early_all.append(early)
-        late_all.append(late)
-        q = np.quantile(r, [0.25, 0.5, 0.75])
+        entry = man["files"][key]
+        a = load_task_arrays(out, entry)
+        first, last = tenth_means(a["episode_return"])
+        s_first, s_last = tenth_means(a["episode_success"])
+        rand = entry.get("random_return", float("nan"))
+        orac = entry.get("oracle_return", float("nan"))
+        split = "test" if int(key) in test else "train"
+        # cheetah-dir's tasks are train and test at once: they count in both summaries
+        for sp, members in (("train", fam["train_indices"]), ("test", test)):
+            if int(key) in members:
+                by_split[sp].append([first, last, rand, orac, s_first, s_last])
         line = (
-            f"  {key:>5} {'test' if int(key) in test else 'train':>5} {len(a['reward']):>7} "
-            f"{len(r):>4}   {q[0]:8.1f} {q[1]:8.1f} {q[2]:8.1f}   {early:8.1f} → {late:8.1f}"
+            f"  {key:>5} {split:>5} {len(a['reward']):>7} {len(a['episode_return']):>4}  "
+            f"{first:9.1f} {last:9.1f} {rand:8.1f}" + (f" {orac:8.1f}" if has_oracle else "")
         )
-        if fam["score"] == "success":
-            line += f"   {s[:k].mean():.2f} → {s[-k:].mean():.2f}"
+        if success:
+            line += f"   {s_first:.2f} → {s_last:.2f}"
         print(line)
-    print(
-        f"  mean over tasks: first third of episodes {np.mean(early_all):.1f}, "
-        f"last third {np.mean(late_all):.1f}"
-    )
+    for sp, rows in by_split.items():
+        if not rows:
+            continue
+        arr = np.array(rows, dtype=np.float64)
+        m = [float(np.nanmean(c)) if np.isfinite(c).any() else float("nan") for c in arr.T]
+        line = (
+            f"  mean over {len(rows)} {sp} tasks: first 10% {m[0]:.1f}, last 10% {m[1]:.1f}, "
+            f"random {m[2]:.1f}" + (f", oracle {m[3]:.1f}" if has_oracle else "")
+        )
+        if success:
+            line += f"; success {m[4]:.2f} → {m[5]:.2f}"
+        print(line)
 
 
 def _csv(text: str | None) -> list[str] | None:

@@ -10,7 +10,8 @@ normalised to [-1, 1] (divided by the action space's bound), the space every lea
 **Manifest.** ``manifest.json`` beside the files records the family (tasks, parameters, split),
 the generator config and seed, package versions and the sha256 of every file. Loading checks
 every file against it and refuses a missing, truncated or modified file by name — a dataset is
-used whole or not at all. The manifest's own sha256 identifies the dataset in result rows.
+used whole or not at all. The sha256 of the manifest (less its build record: wall time, training curves)
+identifies the dataset in result rows.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 from algorithms.batch import MetaBatch, Transitions
 
 GAMMA = 0.99
-FORMAT_VERSION = 2  # 2: actions normalised to [-1, 1]
+FORMAT_VERSION = 3  # 2: actions normalised to [-1, 1]; 3: reference returns, build record
 TRANSITION_FIELDS = (
     "obs",
     "action",
@@ -90,6 +91,13 @@ def episode_fields(
         "terminal_obs": np.repeat(np.asarray(next_obs[-1:], dtype=np.float32), n, axis=0),
         "terminal_discount": disc.astype(np.float32),
     }
+
+
+def tenth_means(per_episode: np.ndarray, fraction: float = 0.1) -> tuple[float, float]:
+    """Mean of the first and of the last ``fraction`` of a buffer's episodes (at least one):
+    how a chronological buffer starts and how it ends."""
+    k = max(1, int(round(len(per_episode) * fraction)))
+    return float(np.mean(per_episode[:k])), float(np.mean(per_episode[-k:]))
 
 
 def assemble_buffer(episodes: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -174,13 +182,27 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             "run `python -m harness data build <family>`"
         )
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}: corrupt manifest ({e})") from e
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise DatasetError(
+            f"{path}: dataset format version {version}, this harness reads version "
+            f"{FORMAT_VERSION}; rebuild it with `python -m harness data build`"
+        )
+    return manifest
 
 
 def manifest_hash(directory: Path) -> str:
-    return sha256_file(Path(directory) / MANIFEST)
+    """The dataset's identity: sha256 of its manifest without the ``build`` record.
+
+    The build record (wall time, workers, training curves) differs between two builds of the
+    same seed; the data, split, generator and file checksums do not, and they are what is hashed.
+    """
+    manifest = read_manifest(directory)
+    manifest.pop("build", None)
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
 def verify_file(directory: Path, entry: dict[str, Any]) -> Path:

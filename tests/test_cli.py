@@ -31,7 +31,8 @@ def test_build_info_verify_metaworld_tiny(tmp_path):
     p = run("data", "build", "ml1-reach", "--budget", "tiny", "--quiet", env_root=tmp_path)
     assert p.returncode == 0, p.stderr
     info = run("data", "info", "ml1-reach", "--budget", "tiny", env_root=tmp_path)
-    assert info.returncode == 0 and "early→late success" in info.stdout
+    assert info.returncode == 0 and "success first→last" in info.stdout
+    assert "mean over 5 test tasks: first 10%" in info.stdout
     assert "0.00 → 1.00" in info.stdout  # the noisiest episode fails, the expert one succeeds
     ok = run("data", "verify", "ml1-reach", "--budget", "tiny", env_root=tmp_path)
     assert ok.returncode == 0 and "25 task files" in ok.stdout

@@ -12,6 +12,7 @@ from harness.datasets import (
     OfflineDataset,
     assemble_buffer,
     episode_fields,
+    manifest_hash,
     read_manifest,
     transitions_hash,
     verify_dataset,
@@ -56,7 +57,16 @@ def built(tmp_path_factory, tiny_sac_budget):
 
 
 def _file_bytes(directory):
-    return {p.name: p.read_bytes() for p in sorted(directory.glob("*")) if p.is_file()}
+    """Every data file's bytes, and the manifest's identity (its build record — wall time and
+    training curves — differs between two builds of one seed)."""
+    out = {
+        p.name: p.read_bytes()
+        for p in sorted(directory.glob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+    if (directory / "manifest.json").exists():
+        out["manifest"] = manifest_hash(directory)
+    return out
 
 
 def test_build_writes_a_manifest_with_checksums_versions_and_split(built):
@@ -84,7 +94,7 @@ def test_interrupted_build_resumes_and_gives_the_same_bytes(built, tmp_path, tin
     )
     assert not (out / "manifest.json").exists()
     progress = json.loads((out / "_progress.json").read_text())
-    assert len(progress) == 50
+    assert len(progress["files"]) == 50
     first = (out / "task_0000.npz").stat().st_mtime_ns
     build("point-robot", tiny_sac_budget, seed=3, root=tmp_path, progress=False)
     assert (out / "task_0000.npz").stat().st_mtime_ns == first  # finished tasks not regenerated

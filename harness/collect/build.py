@@ -20,10 +20,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from envs import make_family
-from harness.collect.sac import SACBudget, SACConfig, collect_sac_chunk
+from harness.collect.sac import SACBudget, SACConfig, collect_conditioned_chunk, collect_sac_chunk
 from harness.collect.scripted import ScriptedBudget, collect_scripted_chunk
 from harness.datasets import (
     FORMAT_VERSION,
@@ -46,18 +47,52 @@ def data_root() -> Path:
     return Path(os.environ.get("OMRL_DATA", "data"))
 
 
-_POINT_SAC = SACConfig(hidden=32, lr=1e-3, batch_size=128)  # a 2-D task: small, fast nets
-# Budgets per collector. `tiny` is for tests, `small` for the quick suite, `default` for real use.
+# Behaviour agents: one task-conditioned SAC agent per chunk of tasks (see harness.collect.sac).
+# lr 1e-3 rather than SAC's 3e-4: on 20 cheetah-vel tasks, 25 000 joint steps (10.5 min on one
+# core) ended at a mean behaviour return of -50 with 1e-3 and -202 with 3e-4 (README, "Offline
+# data"). The first 10 % of each buffer's steps are uniform random actions.
+_COND = SACConfig(hidden=256, lr=1e-3, batch_size=256)
+_POINT = SACConfig(hidden=64, lr=1e-3, batch_size=256)
+_TINY = SACConfig(hidden=32, lr=1e-3, batch_size=64)
+
+
+def _cond(steps: int, chunk: int, sac: SACConfig = _COND, segment: int = 2000) -> SACBudget:
+    return SACBudget(
+        steps,
+        warmup_steps=steps // 10,
+        chunk_size=chunk,
+        sac=sac,
+        agent="conditioned",
+        segment_steps=min(segment, steps),
+    )
+
+
+# Budgets per family. `tiny` is for tests, `small` for the quick suite, `default` for real use.
+# Chunks are sized so that a family's chunks fill the 2 worker processes of a 2-core machine.
 SAC_BUDGETS: dict[str, dict[str, SACBudget]] = {
     "point-robot": {
-        "tiny": SACBudget(400, warmup_steps=100, chunk_size=50, sac=_POINT_SAC),
-        "small": SACBudget(1000, warmup_steps=200, chunk_size=50, sac=_POINT_SAC),
-        "default": SACBudget(3000, warmup_steps=400, chunk_size=50, sac=_POINT_SAC),
+        "tiny": _cond(400, 50, _TINY, segment=200),
+        "small": _cond(1000, 50, _POINT, segment=500),
+        "default": _cond(4000, 50, _POINT),
+    },
+    "cheetah-vel": {
+        "small": _cond(12000, 20),
+        "default": _cond(25000, 20),
+    },
+    "cheetah-dir": {
+        "small": _cond(6000, 1),
+        "default": _cond(14000, 1),
+    },
+    "walker-params": {
+        "small": _cond(12000, 25),
+        "default": _cond(50000, 25),
+    },
+    "ant-dir": {
+        "small": _cond(12000, 25),
+        "default": _cond(45000, 25),
     },
     "_mujoco": {
-        "tiny": SACBudget(400, warmup_steps=200, chunk_size=20, sac=SACConfig(hidden=32)),
-        "small": SACBudget(4000, warmup_steps=1000, chunk_size=20, sac=SACConfig(hidden=64)),
-        "default": SACBudget(30000, warmup_steps=2000, chunk_size=10, sac=SACConfig(hidden=128)),
+        "tiny": _cond(400, 25, _TINY, segment=200),
     },
 }
 SCRIPTED_BUDGETS: dict[str, ScriptedBudget] = {
@@ -88,7 +123,7 @@ def budget_for(family, budget: Budget):
         raise ValueError(f"unknown budget {budget!r}; known budgets: {', '.join(BUDGET_NAMES)}")
     if family.collector == "scripted":
         return SCRIPTED_BUDGETS[budget]
-    table = SAC_BUDGETS.get(family.name, SAC_BUDGETS["_mujoco"])
+    table = {**SAC_BUDGETS["_mujoco"], **SAC_BUDGETS.get(family.name, {})}
     return table[budget]
 
 
@@ -117,9 +152,55 @@ def _chunks(indices: list[int], size: int) -> list[list[int]]:
     return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
+def _collect_per_task(family, chunk, budget, seed, tick, state_dir):
+    return collect_sac_chunk(family, chunk, budget, seed, tick), {}
+
+
+def _collect_scripted(family, chunk, budget, seed, tick, state_dir):
+    return collect_scripted_chunk(family, chunk, budget, seed, tick), {}
+
+
+# how a chunk's behaviour data is made, by budget kind (SAC budgets name their agent)
+_COLLECTORS = {
+    "per-task": _collect_per_task,
+    "conditioned": collect_conditioned_chunk,
+    "scripted": _collect_scripted,
+}
+
+
+def _collector_key(budget) -> str:
+    return budget.agent if isinstance(budget, SACBudget) else "scripted"
+
+
+def reference_returns(family, task_index: int, episodes: int, seed: int) -> dict[str, float]:
+    """Mean return of the uniform random policy (and of the family's oracle, where it has one)
+    on one task: the two ends of the scale a buffer's quality is read against."""
+    rng = np.random.default_rng(seed)
+    env = family.make_env(task_index)
+    low, high = env.action_space.low, env.action_space.high
+    policies = {"random": lambda obs: rng.uniform(low, high).astype(np.float32)}
+    oracle = family.oracle_policy(task_index)
+    if oracle is not None:
+        policies["oracle"] = oracle
+    out = {}
+    for name, policy in policies.items():
+        total = 0.0
+        for _ in range(episodes):
+            obs, _ = env.reset(seed=int(rng.integers(2**31)))
+            done = False
+            while not done:
+                obs, r, term, trunc, _ = env.step(policy(obs))
+                total += float(r)
+                done = term or trunc
+        out[f"{name}_return"] = total / episodes
+    env.close()
+    return out
+
+
 def _run_chunk(family_name: str, chunk: list[int], budget, seed: int, out_dir: str, show: bool):
     """Generate and write one chunk (runs in a worker process or in-process)."""
     torch.set_num_threads(1)  # bytes must not depend on how many workers share the machine
+    t0 = time.perf_counter()
     family = make_family(family_name)
     chunk_seed = seed * 100_003 + chunk[0]
     bar = None
@@ -127,7 +208,7 @@ def _run_chunk(family_name: str, chunk: list[int], budget, seed: int, out_dir: s
         from tqdm import tqdm
 
         total = (
-            budget.steps_per_task
+            budget.steps_per_task * len(chunk)
             if isinstance(budget, SACBudget)
             else len(chunk) * budget.episodes_per_task * family.horizon
         )
@@ -135,15 +216,19 @@ def _run_chunk(family_name: str, chunk: list[int], budget, seed: int, out_dir: s
             total=total,
             desc=f"{family_name} tasks {chunk[0]}–{chunk[-1]}",
             unit="step",
+            unit_scale=True,
             leave=False,
         )
     tick = bar.update if bar is not None else None
-    if isinstance(budget, SACBudget):
-        per_task = collect_sac_chunk(family, chunk, budget, chunk_seed, tick)
-    else:
-        per_task = collect_scripted_chunk(family, chunk, budget, chunk_seed, tick)
+    state_dir = Path(out_dir) / f"_chunk_{chunk[0]:04d}"
+    if _collector_key(budget) == "conditioned":
+        state_dir.mkdir(exist_ok=True)
+    per_task, info = _COLLECTORS[_collector_key(budget)](
+        family, chunk, budget, chunk_seed, tick, state_dir
+    )
     if bar is not None:
         bar.close()
+    ref_episodes = 1 if family.collector == "scripted" else 3
     entries = {}
     for task_index, episodes in zip(chunk, per_task):
         path = Path(out_dir) / task_filename(task_index)
@@ -155,24 +240,36 @@ def _run_chunk(family_name: str, chunk: list[int], budget, seed: int, out_dir: s
             "bytes": path.stat().st_size,
             "n_transitions": int(len(arrays["reward"])),
             "n_episodes": int(len(arrays["episode_return"])),
+            **reference_returns(family, task_index, ref_episodes, chunk_seed + task_index),
         }
-    return entries
+    chunk_info = {
+        "tasks": list(chunk),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "curve": info.get("curve", []),
+    }
+    if state_dir.exists():
+        shutil.rmtree(state_dir)  # the chunk's files are written: its training state is spent
+    return entries, chunk_info
 
 
 def _load_progress(out: Path) -> dict[str, Any]:
+    """What an earlier, interrupted build finished: task files (kept only where intact),
+    chunk records and the wall time spent so far."""
     path = out / PROGRESS
+    empty = {"files": {}, "chunks": {}, "wall_s": 0.0}
     if not path.exists():
-        return {}
+        return empty
     try:
-        done = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {}
-    # keep only entries whose file is still intact
-    return {
+        prog = json.loads(path.read_text())
+        files = prog["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return empty
+    prog["files"] = {
         k: v
-        for k, v in done.items()
+        for k, v in files.items()
         if (out / v["file"]).exists() and sha256_file(out / v["file"]) == v["sha256"]
     }
+    return prog
 
 
 def build(
@@ -206,7 +303,8 @@ def build(
         verify_dataset(out)
         return out
     out.mkdir(parents=True, exist_ok=True)
-    done = _load_progress(out)
+    prog = _load_progress(out)
+    done = prog["files"]
     todo = [
         c for c in _chunks(family.all_indices, b.chunk_size) if not all(str(t) in done for t in c)
     ]
@@ -217,10 +315,18 @@ def build(
     t0 = time.time()
     if stop_after_chunks is not None:
         todo = todo[:stop_after_chunks]
+
+    def record(result) -> None:
+        entries, chunk_info = result
+        done.update(entries)
+        prog["chunks"][str(chunk_info["tasks"][0])] = chunk_info
+        prog["wall_s"] = wall_before + time.time() - t0
+        write_json_atomic(out / PROGRESS, prog)
+
+    wall_before = float(prog.get("wall_s", 0.0))
     if workers <= 1 or len(todo) <= 1:
         for chunk in todo:
-            done.update(_run_chunk(family_name, chunk, b, seed, str(out), progress))
-            write_json_atomic(out / PROGRESS, done)
+            record(_run_chunk(family_name, chunk, b, seed, str(out), progress))
     else:
         from tqdm import tqdm
 
@@ -232,8 +338,7 @@ def build(
                 desc=f"{family_name} chunks",
                 disable=not progress,
             ):
-                done.update(fut.result())
-                write_json_atomic(out / PROGRESS, done)
+                record(fut.result())
     if stop_after_chunks is not None and not all(str(t) in done for t in family.all_indices):
         return out
     manifest = {
@@ -241,6 +346,12 @@ def build(
         "family": family.describe(),
         "generator": generator_config(family, budget, seed),
         "versions": package_versions(),
+        "build": {
+            "wall_s": round(wall_before + time.time() - t0, 1),
+            "workers": workers,
+            "cpu_count": os.cpu_count(),
+            "chunks": prog["chunks"],
+        },
         "files": {k: done[k] for k in sorted(done, key=int)},
     }
     write_json_atomic(out / MANIFEST, manifest)

@@ -11,7 +11,10 @@ tasks, each agent's parameters only see its own loss, and Adam is element-wise, 
 from __future__ import annotations
 
 import math
+import os
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +29,9 @@ class SACConfig:
     """SAC hyperparameters (Haarnoja et al. 2018 defaults, narrower nets for a CPU budget)."""
 
     hidden: int = 64
-    """width of the 2 hidden layers of actor and critics"""
+    """width of the hidden layers of actor and critics"""
+    layers: int = 2
+    """hidden layers of actor and critics (the task-conditioned agent; per-task agents use 2)"""
     lr: float = 3e-4
     gamma: float = 0.99
     tau: float = 0.005
@@ -141,6 +146,101 @@ class BatchedSAC:
 
 
 # ---------------------------------------------------------------------------------------------
+# Task-conditioned SAC: one agent for a chunk of tasks, every update shared by all of them
+# ---------------------------------------------------------------------------------------------
+class ConditionedSAC:
+    """One SAC agent whose actor and critics also see the task's features.
+
+    The agent is told which task it is in (its feature vector: a goal velocity, a direction, log
+    physics multipliers); the stored observations are not. Each update samples rows of all the
+    chunk's tasks, so one gradient step improves every task's behaviour at once — where a
+    per-task agent pays one update per task. Twin critics are one stacked network (2 members).
+    """
+
+    def __init__(self, in_dim: int, act_dim: int, cfg: SACConfig):
+        self.act_dim, self.cfg = act_dim, cfg
+        h = cfg.hidden
+        hidden = [h] * cfg.layers
+        self.actor = StackedMLP(1, [in_dim, *hidden, 2 * act_dim])
+        self.critic = StackedMLP(2, [in_dim + act_dim, *hidden, 1])
+        self.critic_target = StackedMLP(2, [in_dim + act_dim, *hidden, 1])
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.log_alpha = torch.tensor([math.log(cfg.init_alpha)], requires_grad=True)
+        self.target_entropy = -float(act_dim)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
+
+    def _pi(self, x: torch.Tensor, deterministic: bool = False):
+        mu, log_std = self.actor(x.unsqueeze(0)).squeeze(0).chunk(2, dim=-1)
+        log_std = log_std.clamp(self.cfg.log_std_min, self.cfg.log_std_max)
+        if deterministic:
+            return torch.tanh(mu), None
+        return tanh_gaussian_sample(mu, log_std)
+
+    def _q(self, net: StackedMLP, x: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return net(torch.cat([x, act], -1).expand(2, -1, -1)).squeeze(-1)  # [2, B]
+
+    @torch.no_grad()
+    def act(self, x: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """x: [n, obs + features] → actions in [-1, 1]."""
+        a, _ = self._pi(torch.as_tensor(x, dtype=torch.float32), deterministic)
+        return a.numpy()
+
+    def update(self, x, act, rew, next_x, done) -> dict[str, float]:
+        """One SAC step on a batch of rows of many tasks ([B, ·]; x = obs ‖ task features)."""
+        cfg = self.cfg
+        alpha = self.log_alpha.exp().detach()
+        with torch.no_grad():
+            a2, logp2 = self._pi(next_x)
+            q_next = self._q(self.critic_target, next_x, a2).min(0).values - alpha * logp2
+            target = rew + cfg.gamma * (1.0 - done) * q_next
+        q = self._q(self.critic, x, act)
+        critic_loss = ((q - target) ** 2).mean(-1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+
+        a, logp = self._pi(x)
+        self.critic.requires_grad_(False)
+        q_pi = self._q(self.critic, x, a).min(0).values
+        self.critic.requires_grad_(True)
+        actor_loss = (alpha * logp - q_pi).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        self.alpha_opt.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.alpha_opt.step()
+        soft_update_(self.critic_target, self.critic, cfg.tau)
+        return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item()}
+
+    def state_dict(self) -> dict:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "alpha_opt": self.alpha_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
+
+
+# ---------------------------------------------------------------------------------------------
 # Collection: train one chunk of tasks, return each task's replay buffer as episodes
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -151,10 +251,17 @@ class SACBudget:
     """env steps per task = transitions in its dataset"""
     warmup_steps: int = 1000
     """uniform-random actions before the agent acts (and the first updates)"""
-    updates_per_step: int = 1
+    updates_per_step: float = 1
+    """gradient updates per (joint) env step; the conditioned agent steps all its tasks at once"""
     chunk_size: int = 20
     """tasks trained together as one batched learner (a chunk is also the unit of resume)"""
     sac: SACConfig = SACConfig()
+    agent: str = "per-task"
+    """``per-task`` (one SAC agent per task, as the paper) or ``conditioned`` (one agent per
+    chunk that sees the task's features; see :class:`ConditionedSAC`)"""
+    segment_steps: int = 2000
+    """conditioned agent: env steps between checkpoints; every env is reset at a segment start,
+    so an interrupted build resumes to the same bytes"""
 
 
 def collect_sac_chunk(family, task_indices: list[int], budget: SACBudget, seed: int, tick=None):
@@ -206,7 +313,7 @@ def collect_sac_chunk(family, task_indices: list[int], budget: SACBudget, seed: 
                 nxt, _ = env.reset(seed=int(rng.integers(2**31)))
             obs[i] = nxt
         if t + 1 >= budget.warmup_steps:
-            for _ in range(budget.updates_per_step):
+            for _ in range(int(budget.updates_per_step)):
                 idx = torch.from_numpy(rng.integers(0, t + 1, size=(n, bs)))
                 agent.update(
                     tbuf["obs"][arange, idx],
@@ -239,3 +346,159 @@ def collect_sac_chunk(family, task_indices: list[int], budget: SACBudget, seed: 
             start = end
         out.append(episodes)
     return out
+
+
+def _episodes(buf: dict[str, np.ndarray], ends: list[tuple[int, bool]], i: int) -> list[dict]:
+    """Split task ``i``'s chronological rows into episodes at the recorded ends."""
+    episodes, start = [], 0
+    for end, term in ends:
+        sl = slice(start, end)
+        episodes.append(
+            {
+                "obs": buf["obs"][i, sl],
+                "action": buf["action"][i, sl],
+                "reward": buf["reward"][i, sl],
+                "next_obs": buf["next_obs"][i, sl],
+                "terminated": term,
+                "success": 0.0,
+            }
+        )
+        start = end
+    return episodes
+
+
+def collect_conditioned_chunk(
+    family,
+    task_indices: list[int],
+    budget: SACBudget,
+    seed: int,
+    tick=None,
+    state_dir: Path | None = None,
+) -> tuple[list[list[dict]], dict]:
+    """Train one task-conditioned SAC agent on a chunk of tasks stepped together.
+
+    Every task keeps its own buffer in chronological order (its dataset); each update draws
+    ``batch_size`` rows uniformly over the chunk's (task, row) pairs. Training runs in segments
+    of ``segment_steps``: all envs reset at a segment start and the whole state (agent,
+    optimisers, RNGs, rows so far) is saved under ``state_dir`` at its end, so a build killed
+    mid-chunk resumes at its last segment and yields the bytes of an uninterrupted one.
+
+    Returns per task its episodes, and ``info``: the training curve (per segment: env steps,
+    wall seconds, mean return of the episodes that ended in it) and each task's last-10 %
+    behaviour return.
+    """
+    n, steps = len(task_indices), budget.steps_per_task
+    torch.manual_seed(seed)  # before the agent: its initial weights are part of the data
+    rng = np.random.default_rng(seed)
+    envs = [family.make_env(t) for t in task_indices]
+    act_scale = float(envs[0].action_space.high[0])
+    feats = np.stack([family.task_features(t) for t in task_indices]).astype(np.float32)
+    feats_t = torch.from_numpy(feats)
+    agent = ConditionedSAC(family.obs_dim + feats.shape[1], family.act_dim, budget.sac)
+    buf = {
+        "obs": np.zeros((n, steps, family.obs_dim), np.float32),
+        "action": np.zeros((n, steps, family.act_dim), np.float32),
+        "reward": np.zeros((n, steps), np.float32),
+        "next_obs": np.zeros((n, steps, family.obs_dim), np.float32),
+        "terminated": np.zeros((n, steps), np.float32),
+    }
+    flat = {k: torch.from_numpy(v).view(n * steps, *v.shape[2:]) for k, v in buf.items()}
+    ends: list[list[tuple[int, bool]]] = [[] for _ in range(n)]
+    curve: list[dict] = []
+    t_done, credit, wall = 0, 0.0, 0.0
+    state_path = Path(state_dir) / "state.pt" if state_dir is not None else None
+    if state_path is not None and state_path.exists():
+        st = torch.load(state_path, weights_only=False)
+        agent.load_state_dict(st["agent"])
+        torch.set_rng_state(st["torch_rng"])
+        rng.bit_generator.state = st["np_rng"]
+        t_done, credit, wall = st["t"], st["credit"], st["wall"]
+        ends, curve = st["ends"], st["curve"]
+        for k_seg in range(0, t_done, budget.segment_steps):
+            with np.load(Path(state_dir) / f"segment_{k_seg:08d}.npz") as z:
+                for k in buf:
+                    buf[k][:, k_seg : k_seg + z[k].shape[1]] = z[k]
+        if tick is not None:
+            tick(n * t_done)
+    bs = budget.sac.batch_size
+    for start in range(t_done, steps, budget.segment_steps):
+        t_seg = time.perf_counter()
+        stop = min(start + budget.segment_steps, steps)
+        obs = np.stack([e.reset(seed=int(rng.integers(2**31)))[0] for e in envs]).astype(np.float32)
+        for t in range(start, stop):
+            if t < budget.warmup_steps:
+                actions = rng.uniform(-1.0, 1.0, size=(n, family.act_dim)).astype(np.float32)
+            else:
+                actions = agent.act(np.concatenate([obs, feats], 1))
+            buf["obs"][:, t], buf["action"][:, t] = obs, actions
+            for i, env in enumerate(envs):
+                nxt, r, term, trunc, _ = env.step(actions[i] * act_scale)
+                buf["reward"][i, t], buf["next_obs"][i, t] = r, nxt
+                buf["terminated"][i, t] = float(term)
+                if term or trunc:
+                    ends[i].append((t + 1, bool(term)))
+                    nxt, _ = env.reset(seed=int(rng.integers(2**31)))
+                obs[i] = nxt
+            if t + 1 >= budget.warmup_steps:
+                credit += budget.updates_per_step
+                while credit >= 1.0:
+                    credit -= 1.0
+                    task = torch.from_numpy(rng.integers(0, n, size=bs))
+                    rows = task * steps + torch.from_numpy(rng.integers(0, t + 1, size=bs))
+                    f = feats_t[task]
+                    agent.update(
+                        torch.cat([flat["obs"][rows], f], 1),
+                        flat["action"][rows],
+                        flat["reward"][rows],
+                        torch.cat([flat["next_obs"][rows], f], 1),
+                        flat["terminated"][rows],
+                    )
+            if tick is not None:
+                tick(n)
+        for i in range(n):  # a segment end cuts the running episodes: truncations
+            if not ends[i] or ends[i][-1][0] != stop:
+                ends[i].append((stop, False))
+        wall += time.perf_counter() - t_seg
+        seg_returns = [
+            float(buf["reward"][i, a:b].sum())
+            for i in range(n)
+            for a, b in zip([0] + [e for e, _ in ends[i][:-1]], [e for e, _ in ends[i]])
+            if a >= start
+        ]
+        curve.append(
+            {
+                "env_steps": stop,
+                "wall_s": round(wall, 2),
+                "mean_return": float(np.mean(seg_returns)),
+            }
+        )
+        if state_path is not None:
+            from harness.datasets import write_npz  # late import: datasets imports nothing of ours
+
+            write_npz(
+                Path(state_dir) / f"segment_{start:08d}.npz",
+                {k: v[:, start:stop] for k, v in buf.items()},
+            )
+            tmp = state_path.with_name("state.pt.tmp")
+            torch.save(
+                {
+                    "agent": agent.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "np_rng": rng.bit_generator.state,
+                    "t": stop,
+                    "credit": credit,
+                    "wall": wall,
+                    "ends": ends,
+                    "curve": curve,
+                },
+                tmp,
+            )
+            os.replace(tmp, state_path)
+    for e in envs:
+        e.close()
+    per_task = [_episodes(buf, ends[i], i) for i in range(n)]
+    late = []
+    for eps in per_task:
+        k = max(1, len(eps) // 10)
+        late.append(float(np.mean([e["reward"].sum() for e in eps[-k:]])))
+    return per_task, {"curve": curve, "last10_return": dict(zip(task_indices, late))}
