@@ -10,8 +10,8 @@ normalised to [-1, 1] (divided by the action space's bound), the space every lea
 **Manifest.** ``manifest.json`` beside the files records the family (tasks, parameters, split),
 the generator config and seed, package versions and the sha256 of every file. Loading checks
 every file against it and refuses a missing, truncated or modified file by name — a dataset is
-used whole or not at all. The sha256 of the manifest (less its build record: wall time, training curves)
-identifies the dataset in result rows.
+used whole or not at all. The sha256 of the manifest (less its build record: wall time,
+training curves) identifies the dataset in result rows.
 """
 
 from __future__ import annotations

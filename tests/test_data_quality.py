@@ -20,7 +20,7 @@ def point_tiny(tmp_path_factory):
 def test_point_robot_generator_learns_from_random_toward_the_oracle(point_tiny):
     man = read_manifest(point_tiny)
     firsts, lasts, rand, orac = [], [], [], []
-    for key, entry in man["files"].items():
+    for entry in man["files"].values():
         with np.load(point_tiny / entry["file"]) as z:
             first, last = tenth_means(z["episode_return"])
         firsts.append(first)
