@@ -36,8 +36,10 @@ class PEARLConfig:
 
     latent_size: int = 5
     width: int = 300
-    """units per layer of every network (3 layers)"""
+    """units per layer of policy, Q and V (3 layers)"""
     depth: int = 3
+    encoder_width: int = 200
+    """units per layer of the context encoder (oyster: 3 × 200)"""
     kl_lambda: float = 0.1
     """weight of KL(q(z|c) ‖ N(0, I)) (information bottleneck)"""
     reward_scale: float = 5.0
@@ -54,8 +56,9 @@ class PEARLConfig:
     """context = (s, a, r, s′) instead of (s, a, r) (oyster's walker setting)"""
     tasks_per_batch: int = 16
     """oyster's meta-batch"""
-    inner_batch: int = 100
-    """context transitions per task (oyster: 100 for cheetah-vel/walker, 256 dir tasks)"""
+    inner_batch: int = 64
+    """context transitions per task: oyster's default 64; its per-env configs use 100 for
+    cheetah-vel and walker, 256 for cheetah-dir and ant-dir (the suites set those)"""
     outer_batch: int = 256
     """SAC batch per task"""
 
@@ -66,6 +69,18 @@ def _mlp(inp: int, out: int, width: int, depth: int) -> nn.Sequential:
         layers += [nn.Linear(inp if i == 0 else width, width), nn.ReLU()]
     layers.append(nn.Linear(width, out))
     return nn.Sequential(*layers)
+
+
+def _oyster_init_(net: nn.Sequential, last_bound: float = 3e-3, hidden_bias: float = 0.1):
+    """rlkit's Mlp init, which oyster's encoder uses: hidden biases 0.1, the last layer's
+    weights and biases U(±3e-3) (hidden weights keep PyTorch's fan-in uniform)."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for m in linears[:-1]:
+            m.bias.fill_(hidden_bias)
+        linears[-1].weight.uniform_(-last_bound, last_bound)
+        linears[-1].bias.uniform_(-last_bound, last_bound)
+    return net
 
 
 class _PosteriorMeanPolicy(Policy):
@@ -86,7 +101,7 @@ class OfflinePEARL(OfflineMetaLearner):
         cfg = self.config
         w, d, zdim = cfg.width, cfg.depth, cfg.latent_size
         ctx = 2 * obs_dim + act_dim + 1 if cfg.use_next_obs_in_context else obs_dim + act_dim + 1
-        self.encoder = _mlp(ctx, 2 * zdim, w, d).to(self.device)
+        self.encoder = _oyster_init_(_mlp(ctx, 2 * zdim, cfg.encoder_width, d)).to(self.device)
         self.policy = _mlp(obs_dim + zdim, 2 * act_dim, w, d).to(self.device)
         self.qf1 = _mlp(obs_dim + act_dim + zdim, 1, w, d).to(self.device)
         self.qf2 = _mlp(obs_dim + act_dim + zdim, 1, w, d).to(self.device)

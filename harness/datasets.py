@@ -246,6 +246,23 @@ def load_task_arrays(directory: Path, entry: dict[str, Any]) -> dict[str, np.nda
 # In memory
 # ---------------------------------------------------------------------------------------------
 Quality = Literal["all", "first", "middle", "last"]
+Sampling = Literal["iid", "window"]
+
+
+def _iid_rows(lo: int, hi: int, n: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` rows of ``[lo, hi)`` drawn uniformly with replacement."""
+    return torch.randint(lo, hi, (n,), generator=g)
+
+
+def _window_rows(lo: int, hi: int, n: int, g: torch.Generator) -> torch.Tensor:
+    """``n`` consecutive rows of ``[lo, hi)`` from a random start (all of it if shorter)."""
+    n = min(n, hi - lo)
+    start = lo + int(torch.randint(0, hi - lo - n + 1, (1,), generator=g))
+    return torch.arange(start, start + n)
+
+
+# how an adaptation set's rows are drawn from a buffer slice
+ADAPT_SAMPLING = {"iid": _iid_rows, "window": _window_rows}
 
 
 @dataclass
@@ -381,13 +398,21 @@ class OfflineDataset:
         return self._gather(rows)
 
     def sample_contiguous(
-        self, task_indices: list[int], batch: int, generator: torch.Generator | None = None
+        self,
+        task_indices: list[int],
+        batch: int,
+        generator: torch.Generator | None = None,
+        quality: Quality = "all",
+        fraction: float = 1.0 / 3.0,
     ) -> Transitions:
-        """``[tasks, batch]`` consecutive rows from a random start in each task (SPEC §4)."""
+        """``[tasks, batch]`` consecutive rows from a random start in each task (SPEC §4),
+        within a quality slice of each buffer (the whole buffer by default)."""
         pos = torch.tensor([self.position(t) for t in task_indices])
-        span = (self.lengths[pos] - batch + 1).clamp(min=1)
-        start = (torch.rand(len(task_indices), generator=generator) * span).long()
-        steps = torch.arange(batch).remainder(self.lengths[pos, None])
+        bounds = torch.tensor([self.slice_bounds(int(p), quality, fraction) for p in pos])
+        lo, n = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
+        span = (n - batch + 1).clamp(min=1)
+        start = lo + (torch.rand(len(task_indices), generator=generator) * span).long()
+        steps = torch.arange(batch).remainder(n[:, None])
         rows = self.offsets[pos, None] + start[:, None] + steps
         return self._gather(rows)
 
@@ -398,9 +423,14 @@ class OfflineDataset:
         inner_batch: int = 256,
         outer_batch: int = 256,
         generator: torch.Generator | None = None,
+        inner_quality: Quality = "all",
+        inner_fraction: float = 1.0 / 3.0,
     ) -> MetaBatch:
-        """Inner = consecutive rows, outer = uniform rows of the same tasks (SPEC §4)."""
-        inner = self.sample_contiguous(task_indices, inner_batch, generator)
+        """Inner = consecutive rows (from a quality slice, for the quality ablations), outer =
+        uniform rows of the whole buffers of the same tasks (SPEC §4)."""
+        inner = self.sample_contiguous(
+            task_indices, inner_batch, generator, inner_quality, inner_fraction
+        )
         outer = self.sample_uniform(task_indices, outer_batch, generator)
         return MetaBatch(inner, outer, torch.tensor(train_positions, dtype=torch.long))
 
@@ -412,15 +442,29 @@ class OfflineDataset:
         n_trajectories: int | None = None,
         quality: Quality = "all",
         fraction: float = 1.0 / 3.0,
+        sampling: Sampling = "iid",
+        step: int = 0,
+        family: str = "",
     ) -> Transitions:
-        """A deterministic adaptation set for a test task, drawn from ``seed``.
+        """The adaptation set of a test task: identical for every algorithm.
 
-        Either ``n_transitions`` consecutive rows (the original's 256 ≈ 1.3 episodes) or
-        ``n_trajectories`` whole episodes, from a quality slice of the buffer.
+        ``iid`` (default, as the authors' code): ``n_transitions`` rows drawn afresh, i.i.d.,
+        at every evaluation, seeded by (family, seed, task, evaluation step); ``window``: one
+        fixed block of consecutive rows per (seed, task), reused at every evaluation. With
+        ``n_trajectories``, that many whole episodes instead (redrawn per step under ``iid``).
+        Everything comes from a quality slice of the buffer.
         """
+        if sampling not in ADAPT_SAMPLING:
+            raise ValueError(
+                f"unknown adapt_sampling {sampling!r}; known: {', '.join(ADAPT_SAMPLING)}"
+            )
         pos = self.position(task_index)
         lo, hi = self.slice_bounds(pos, quality, fraction)
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(task_index))
+        if sampling == "window":
+            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(task_index))
+        else:
+            key = f"{family}|{int(seed)}|{int(task_index)}|{int(step)}".encode()
+            g = torch.Generator().manual_seed(int(hashlib.sha256(key).hexdigest()[:15], 16))
         base = int(self.offsets[pos])
         if n_trajectories is not None:
             starts = self.episode_starts[pos]
@@ -433,9 +477,8 @@ class OfflineDataset:
             pick = torch.randperm(len(inside), generator=g)[:n_trajectories].sort().values
             rows = np.concatenate([np.arange(starts[inside[i]], ends[inside[i]]) for i in pick])
             return self._gather(torch.as_tensor(rows + base, dtype=torch.long))
-        n = min(int(n_transitions), hi - lo)
-        start = lo + int(torch.randint(0, hi - lo - n + 1, (1,), generator=g))
-        return self._gather(torch.arange(base + start, base + start + n))
+        rows = ADAPT_SAMPLING[sampling](lo, hi, int(n_transitions), g)
+        return self._gather(rows + base)
 
     # -- summaries -----------------------------------------------------------------------------
     def best_episode_score(self, task_indices: list[int], metric: str = "return") -> float:

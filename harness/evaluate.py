@@ -1,7 +1,8 @@
-"""The evaluation protocol (SPEC §6): fixed adaptation set → adapt → deterministic rollouts.
+"""The evaluation protocol: adaptation set → adapt → deterministic rollouts.
 
-For a (family, seed) the adaptation set of each test task is drawn from that seed alone, so every
-algorithm adapts on the same transitions; each row records the set's sha256 to prove it. Each
+At an evaluation step the adaptation set of each test task is drawn from (family, seed, task,
+step) alone, so every algorithm adapts on the same transitions; each row records the set's
+sha256 to prove it. Each
 test task is scored before adaptation (the learner's prior policy), after it, and for a uniform
 random policy (the 0 of normalised scores); the best behaviour episode of the task's data is the 1.
 """
@@ -32,6 +33,9 @@ class EvalConfig:
     adapt_quality: str = "all"
     """all | first | middle | last: buffer slice the adaptation set comes from"""
     adapt_fraction: float = 1.0 / 3.0
+    adapt_sampling: str = "iid"
+    """iid: fresh i.i.d. rows at every evaluation (as the authors'); window: one fixed block of
+    consecutive rows per (seed, task)"""
 
 
 def rollout(env, policy, episodes: int, seed: int, score: str) -> tuple[float, float]:
@@ -82,8 +86,12 @@ def evaluate(
     seed: int,
     cfg: EvalConfig,
     envs: dict[int, Any] | None = None,
+    step: int = 0,
 ) -> list[dict[str, Any]]:
-    """One evaluation point: a row per test task with pre/post-adaptation return and success."""
+    """One evaluation point: a row per test task with pre/post-adaptation return and success.
+
+    The adaptation sets depend on (family, seed, task, ``step``) only, never on the learner.
+    """
     rows = []
     for t in family.test_indices:
         support = data.adaptation_set(
@@ -93,6 +101,9 @@ def evaluate(
             n_trajectories=cfg.adapt_trajectories,
             quality=cfg.adapt_quality,
             fraction=cfg.adapt_fraction,
+            sampling=cfg.adapt_sampling,
+            step=step,
+            family=family.name,
         )
         env = envs[t] if envs is not None else family.make_env(t)
         scale = float(env.action_space.high[0])
