@@ -41,8 +41,12 @@ def final_scores(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def iqm(x: np.ndarray) -> float:
-    """Interquartile mean: the mean of the middle 50% (scipy's trim_mean(x, 0.25))."""
-    x = np.sort(np.asarray(x, dtype=float).ravel())
+    """Interquartile mean: the mean of the middle 50% (scipy's trim_mean(x, 0.25)).
+
+    Missing scores (NaN: a run that did not finish) are left out, never sorted in as the
+    largest score and trimmed away."""
+    x = np.asarray(x, dtype=float).ravel()
+    x = np.sort(x[~np.isnan(x)])
     n = len(x)
     if n == 0:
         return float("nan")

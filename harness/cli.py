@@ -145,9 +145,13 @@ def _cmd_report(args) -> None:
     from harness.plots import build_report
     from harness.runner import load_results
 
-    results = Path(args.results_dir)
-    out = args.out or Path("reports") / results.name
-    build_report(load_results(results), out, f"Suite: {results.name}")
+    dirs = [Path(d) for d in args.results_dir]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"no results folder {', '.join(missing)}")
+    name = "+".join(d.name for d in dirs)
+    out = args.out or Path("reports") / (dirs[0].name if len(dirs) == 1 else name)
+    build_report(load_results(dirs), out, f"Suite: {name}", args.include_partial)
     print(f"report: {out / 'README.md'}")
 
 
@@ -207,8 +211,15 @@ def make_parser() -> argparse.ArgumentParser:
     run.set_defaults(fn=_cmd_run)
 
     rep = sub.add_parser("report", help="rebuild figures and tables from result files only")
-    rep.add_argument("results_dir", help="e.g. results/quick")
+    rep.add_argument(
+        "results_dir", nargs="+", help="e.g. results/quick; several folders merge into one report"
+    )
     rep.add_argument("--out", type=Path, default=None, help="default reports/<suite>")
+    rep.add_argument(
+        "--include-partial",
+        action="store_true",
+        help="report unfinished runs' last evaluation as final (default: left out, listed)",
+    )
     rep.set_defaults(fn=_cmd_report)
 
     lst = sub.add_parser("list", help="registered families, algorithms, suites and budgets")

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.aggregate import (  # noqa: E402
+    RUN_KEYS,
     aggregate_table,
     final_scores,
     per_seed_curves,
@@ -28,6 +29,17 @@ from harness.aggregate import (  # noqa: E402
     results_table,
     to_markdown,
 )
+from harness.findings import findings_table  # noqa: E402
+
+PAPER_LEVELS = Path(__file__).parent / "paper_levels.toml"
+
+
+def paper_levels() -> dict[str, dict[str, float]]:
+    """family → algorithm → the level the paper reports (``harness/paper_levels.toml``)."""
+    import tomllib
+
+    return tomllib.loads(PAPER_LEVELS.read_text())["levels"]
+
 
 COLORS = {"macaw": "#1f77b4", "meta-bc": "#ff7f0e", "mt-ft": "#2ca02c", "pearl": "#d62728"}
 
@@ -57,14 +69,16 @@ def plot_curves(curves: pd.DataFrame, out: Path, smooth: int = 20) -> None:
             )
             w = max(1, min(smooth, len(g) // 10))  # the paper: 20 of ~4000 points
             g = g.rolling(w, min_periods=1).mean()
-            mean = g.mean(1)
-            se = g.std(1, ddof=1) / np.sqrt(g.shape[1]) if g.shape[1] > 1 else 0 * mean
+            mean = g.mean(axis=1)
+            se = g.std(axis=1, ddof=1) / np.sqrt(g.shape[1]) if g.shape[1] > 1 else 0 * mean
             ax.plot(g.index, mean, label=algo, color=_color(algo, i))
             ax.fill_between(
                 g.index, mean - se.fillna(0), mean + se.fillna(0), alpha=0.2, color=_color(algo, i)
             )
-        ax.set_xscale("log")
-        ax.set_title(fam)
+        for algo, level in paper_levels().get(fam, {}).items():
+            ax.axhline(level, ls="--", lw=1, color=_color(algo, 0), alpha=0.8)
+        ax.set_xscale("symlog", linthresh=max(1, int(sub["step"][sub["step"] > 0].min() or 1)))
+        ax.set_title(fam + (" (dashed: paper)" if fam in paper_levels() else ""), fontsize=9)
         ax.set_xlabel("meta-training steps")
         ax.set_ylabel("success rate" if sub["score"].between(0, 1).all() else "return")
     axes[0][-1].legend(fontsize=8)
@@ -120,13 +134,31 @@ def plot_profile(final: pd.DataFrame, out: Path) -> None:
     _save(fig, out, "profile")
 
 
-def build_report(rows: pd.DataFrame, out: Path, title: str) -> Path:
-    """Figures, tables (CSV + markdown) and a README.md embedding them, under ``out``."""
+def build_report(rows: pd.DataFrame, out: Path, title: str, include_partial: bool = False) -> Path:
+    """Figures, tables (CSV + markdown) and a README.md embedding them, under ``out``.
+
+    Runs without ``done.json`` (column ``finished``) are drawn in the curves but left out of
+    the final-score tables and the findings unless ``include_partial``; the README lists them.
+    """
     out.mkdir(parents=True, exist_ok=True)
     curves = per_seed_curves(rows)
+    if "finished" not in rows:
+        rows = rows.assign(finished=True)
+    status = rows.groupby(RUN_KEYS)[["finished", "step"]].agg({"finished": "all", "step": "max"})
+    partial = status[~status["finished"]].reset_index()
     final = final_scores(curves)
+    if not include_partial and len(partial):
+        keep = final.merge(status.reset_index()[[*RUN_KEYS, "finished"]], on=RUN_KEYS)
+        final = keep[keep["finished"]].drop(columns="finished").reset_index(drop=True)
+    if final.empty:
+        raise ValueError(
+            f"no finished runs to report in {title} ({len(partial)} partial; "
+            "use --include-partial to report them)"
+        )
     table = results_table(final)
     agg = aggregate_table(final)
+    findings = findings_table(final)
+    findings.to_csv(out / "findings.csv", index=False)
     table.to_csv(out / "results.csv", index=False)
     agg.to_csv(out / "aggregate.csv", index=False)
     curves.to_csv(out / "curves.csv", index=False)
@@ -163,6 +195,28 @@ def build_report(rows: pd.DataFrame, out: Path, title: str) -> Path:
         "",
         "![performance profile](profile.png)",
         "",
+        "## The paper's claims, from these results",
+        "",
+        "P(X > Y): probability that a run of X ends above a run of Y (ties half), with a 95% "
+        "stratified-bootstrap CI; *holds* / *fails* when the CI lies wholly on one side of 0.5.",
+        "",
+        to_markdown(findings) if len(findings) else "No claim of the paper is answerable here.",
+        "",
+    ]
+    if len(partial):
+        text += [
+            "## Partial runs",
+            "",
+            "Not finished, so "
+            + ("included as they stand" if include_partial else "left out of the tables")
+            + ": "
+            + ", ".join(
+                f"{r.algorithm} {r.family} seed {r.seed} (partial: stopped at step {r.step})"
+                for r in partial.itertuples()
+            ),
+            "",
+        ]
+    text += [
         "Rebuild from the result files with `python -m harness report <results>/<suite>`.",
     ]
     (out / "README.md").write_text("\n".join(text) + "\n")

@@ -313,20 +313,25 @@ def execute_run(
     return out
 
 
-def load_results(results_suite_dir: Path):
-    """All metric rows of a suite's runs as one DataFrame."""
+def load_results(results_suite_dir):
+    """All metric rows of a suite's runs (one folder, or several to merge) as one DataFrame,
+    with a ``finished`` column (the run wrote ``done.json``)."""
     import pandas as pd
 
-    paths = sorted(Path(results_suite_dir).glob("runs/*/metrics.csv"))
+    dirs = [results_suite_dir] if isinstance(results_suite_dir, str | Path) else results_suite_dir
+    paths = sorted(p for d in dirs for p in Path(d).glob("runs/*/metrics.csv"))
     if not paths:
-        raise FileNotFoundError(f"no runs with metrics under {results_suite_dir}")
-    rows = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+        raise FileNotFoundError(f"no runs with metrics under {', '.join(map(str, dirs))}")
+    rows = pd.concat(
+        [pd.read_csv(p).assign(finished=(p.parent / "done.json").exists()) for p in paths],
+        ignore_index=True,
+    )
     # identical splits: every algorithm of a family must have seen byte-identical data
     for fam, g in rows.groupby("family"):
         hashes = sorted(g["dataset_sha256"].astype(str).unique())
         if len(hashes) > 1:
             raise RunError(
-                f"{results_suite_dir}: runs on {fam} used different datasets "
+                f"{', '.join(map(str, dirs))}: runs on {fam} used different datasets "
                 f"({', '.join(hashes)}); refusing to compare them"
             )
     return rows

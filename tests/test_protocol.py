@@ -36,7 +36,7 @@ def test_task_ablation_takes_evenly_spaced_train_tasks_spanning_the_range():
 def test_inner_batches_come_from_the_quality_slice_outer_from_the_whole_buffer(ds):
     g = torch.Generator().manual_seed(0)
     tasks = [0, 1, 2]
-    for quality, (lo_frac, hi_frac) in {"first": (0, 1 / 3), "last": (2 / 3, 1)}.items():
+    for quality, (lo_frac, _hi) in {"first": (0, 1 / 3), "last": (2 / 3, 1)}.items():
         for _ in range(20):
             b = ds.meta_batch(tasks, [0, 1, 2], 16, 64, g, inner_quality=quality)
             for i, t in enumerate(tasks):
