@@ -1,5 +1,6 @@
 """Behaviour data: the generators learn, resume exactly, and old formats are refused."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -112,3 +113,13 @@ def test_a_dataset_of_an_older_format_version_is_refused_by_version(point_tiny, 
     (old / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(DatasetError, match="format version 2, this harness reads version 3"):
         OfflineDataset.load(old)
+
+
+def test_copies_of_a_task_merge_into_its_buffer_segment_by_segment():
+    fam = make_family("cheetah-dir")
+    b = dataclasses.replace(_budget(60), envs_per_task=3)
+    per_task, _ = collect_conditioned_chunk(fam, [0, 1], b, seed=2)
+    for eps in per_task:
+        assert [len(e["reward"]) for e in eps] == [30] * 6  # 2 segments × 3 copies
+    again, _ = collect_conditioned_chunk(fam, [0, 1], b, seed=2)
+    np.testing.assert_array_equal(per_task[1][4]["obs"], again[1][4]["obs"])

@@ -259,6 +259,9 @@ class SACBudget:
     agent: str = "per-task"
     """``per-task`` (one SAC agent per task, as the paper) or ``conditioned`` (one agent per
     chunk that sees the task's features; see :class:`ConditionedSAC`)"""
+    envs_per_task: int = 1
+    """conditioned agent: copies of each task's env stepped together (a task's dataset then
+    holds ``envs_per_task × steps_per_task`` transitions, merged segment by segment)"""
     segment_steps: int = 2000
     """conditioned agent: env steps between checkpoints; every env is reset at a segment start,
     so an interrupted build resumes to the same bytes"""
@@ -387,12 +390,14 @@ def collect_conditioned_chunk(
     wall seconds, mean return of the episodes that ended in it) and each task's last-10 %
     behaviour return.
     """
-    n, steps = len(task_indices), budget.steps_per_task
+    copies = budget.envs_per_task
+    slots = [t for t in task_indices for _ in range(copies)]  # one env per (task, copy)
+    n, steps = len(slots), budget.steps_per_task
     torch.manual_seed(seed)  # before the agent: its initial weights are part of the data
     rng = np.random.default_rng(seed)
-    envs = [family.make_env(t) for t in task_indices]
+    envs = [family.make_env(t) for t in slots]
     act_scale = float(envs[0].action_space.high[0])
-    feats = np.stack([family.task_features(t) for t in task_indices]).astype(np.float32)
+    feats = np.stack([family.task_features(t) for t in slots]).astype(np.float32)
     feats_t = torch.from_numpy(feats)
     agent = ConditionedSAC(family.obs_dim + feats.shape[1], family.act_dim, budget.sac)
     buf = {
@@ -496,7 +501,18 @@ def collect_conditioned_chunk(
             os.replace(tmp, state_path)
     for e in envs:
         e.close()
-    per_task = [_episodes(buf, ends[i], i) for i in range(n)]
+    per_slot = [_episodes(buf, ends[i], i) for i in range(n)]
+    per_task = []
+    for j in range(len(task_indices)):  # a task's copies merge segment by segment, in order
+        own = [(c, per_slot[j * copies + c], ends[j * copies + c]) for c in range(copies)]
+        merged = []
+        for seg in range(0, steps, budget.segment_steps):
+            for _c, eps, ends_c in own:
+                starts = [0] + [e for e, _ in ends_c[:-1]]
+                merged += [
+                    ep for ep, s0 in zip(eps, starts) if seg <= s0 < seg + budget.segment_steps
+                ]
+        per_task.append(merged)
     late = []
     for eps in per_task:
         k = max(1, len(eps) // 10)
