@@ -96,7 +96,7 @@ def test_resumed_run_writes_exactly_the_rows_of_an_uninterrupted_one(tmp_path, d
         f.write(open(part / "metrics.csv").read().splitlines()[-1] + "\n")
     execute_run(cfg, tmp_path / "b", data_root)
     a, b = _rows(whole / "metrics.csv"), _rows(part / "metrics.csv")
-    assert len(a) == 3 * 20  # 3 evaluation points × 20 test tasks
+    assert len(a) == 4 * 20  # 4 evaluation points (steps 0, 4, 8, 12) × 20 test tasks
     pd.testing.assert_frame_equal(a, b)
     assert not (part / "checkpoint.pt").exists()  # removed once done
 
@@ -136,9 +136,9 @@ def test_kill_9_during_a_suite_then_rerun_loses_and_duplicates_nothing(tmp_path,
     done = cli(*args)
     assert done.returncode == 0, done.stderr
     rows = pd.read_csv(metrics)
-    assert len(rows) == 20 * 20  # 20 evaluation points × 20 test tasks
+    assert len(rows) == 21 * 20  # 21 evaluation points (0, 20, …, 400) × 20 test tasks
     assert not rows.duplicated(["step", "task"]).any()
-    assert sorted(rows["step"].unique()) == list(range(20, 401, 20))
+    assert sorted(rows["step"].unique()) == list(range(0, 401, 20))
     assert (tmp_path / "rep" / "t" / "README.md").exists()
 
 
