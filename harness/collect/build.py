@@ -129,10 +129,13 @@ def budget_for(family, budget: Budget):
 
 def generator_config(family, budget: Budget, seed: int) -> dict[str, Any]:
     b = budget_for(family, budget)
+    fields = dataclasses.asdict(b)
+    if fields.get("envs_per_task") == 1:  # added after the first builds: keep their cache keys
+        del fields["envs_per_task"]
     return {
         "collector": family.collector,
         "budget_name": budget_name(budget),
-        "budget": dataclasses.asdict(b),
+        "budget": fields,
         "seed": seed,
         "format_version": FORMAT_VERSION,
     }
