@@ -333,21 +333,7 @@ def collect_sac_chunk(family, task_indices: list[int], budget: SACBudget, seed: 
     for i in range(n):
         if not ends[i] or ends[i][-1][0] != steps:  # the budget cut the last episode: truncation
             ends[i].append((steps, False))
-        episodes, start = [], 0
-        for end, term in ends[i]:
-            sl = slice(start, end)
-            episodes.append(
-                {
-                    "obs": buf["obs"][i, sl],
-                    "action": buf["action"][i, sl],
-                    "reward": buf["reward"][i, sl],
-                    "next_obs": buf["next_obs"][i, sl],
-                    "terminated": term,
-                    "success": 0.0,
-                }
-            )
-            start = end
-        out.append(episodes)
+        out.append(_episodes(buf, ends[i], i))
     return out
 
 
