@@ -163,7 +163,13 @@ class OfflinePEARL(OfflineMetaLearner):
         zd = zb.detach()
         a, logp, mean, log_std = self._pi(obs_zd)
         q_new_in = torch.cat([tr.obs, a, zd], -1)
+        # the Q nets are frozen for this pass: only the policy learns through it, and their
+        # weight gradients (discarded anyway) would cost two of the step's ~19 network passes
+        self.qf1.requires_grad_(False)
+        self.qf2.requires_grad_(False)
         min_q = torch.min(self.qf1(q_new_in), self.qf2(q_new_in)).squeeze(-1)
+        self.qf1.requires_grad_(True)
+        self.qf2.requires_grad_(True)
         v = self.vf(obs_zd).squeeze(-1)
         v_loss = (v - (min_q - logp).detach()).pow(2).mean()
         self.vf_opt.zero_grad(set_to_none=True)
@@ -175,7 +181,7 @@ class OfflinePEARL(OfflineMetaLearner):
         policy_loss = policy_loss + cfg.policy_mean_reg * mean.pow(2).mean()
         policy_loss = policy_loss + cfg.policy_std_reg * log_std.pow(2).mean()
         self.policy_opt.zero_grad(set_to_none=True)
-        policy_loss.backward()  # Q grads from this pass are discarded at the next zero_grad
+        policy_loss.backward()
         self.policy_opt.step()
         return {
             "train/q_loss": q_loss.item(),

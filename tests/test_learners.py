@@ -184,3 +184,32 @@ def test_a_learner_in_a_temporary_module_loads_by_module_path(tmp_path, monkeypa
     with pytest.raises(ValueError, match="cannot import learner module"):
         learner_class("no_such_module_xyz:Thing")
     sys.modules.pop("my_baselines", None)
+
+
+@pytest.mark.parametrize("use_next_obs", [False, True])
+def test_pearl_fast_step_gives_the_reference_steps_parameters(use_next_obs):
+    """The optimised step skips only gradients the reference computes and then discards."""
+    from algorithms.pearl import OfflinePEARL, PEARLConfig
+    from tests.reference_pearl import reference_pearl_step
+
+    cfg = PEARLConfig(
+        width=32,
+        encoder_width=24,
+        tasks_per_batch=3,
+        inner_batch=16,
+        outer_batch=20,
+        use_next_obs_in_context=use_next_obs,
+    )
+    fast = OfflinePEARL(5, 2, 4, cfg, seed=3)
+    ref = OfflinePEARL(5, 2, 4, cfg, seed=3)
+    inner = make_batch(3, 16, 5, 2, seed=1)
+    batch = type(inner)(inner.inner, make_batch(3, 20, 5, 2, seed=2).outer, inner.task_ids)
+    for _ in range(3):
+        torch.manual_seed(11)
+        fast.meta_train_step(batch)
+        torch.manual_seed(11)
+        reference_pearl_step(ref, batch)
+    for name in ("encoder", "policy", "qf1", "qf2", "vf", "vf_target"):
+        got, want = getattr(fast, name).state_dict(), getattr(ref, name).state_dict()
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=f"{name}.{k}")
