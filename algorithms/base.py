@@ -12,14 +12,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib
+import typing
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
+import pydantic
 import torch
+from annotated_types import Ge, Gt
 from torch import nn
 
 from algorithms.batch import MetaBatch, Transitions
+
+PositiveInt = Annotated[int, Ge(1)]
+"""A count or size (an int ≥ 1) in a learner's Config: validated when a suite is loaded."""
+PositiveFloat = Annotated[float, Gt(0)]
+"""A learning rate or scale (a float > 0)."""
+BATCH_FIELDS = ("tasks_per_batch", "inner_batch", "outer_batch")
+"""Config fields the runner reads to draw meta-batches: every learner's Config needs them."""
 
 
 class Policy(ABC):
@@ -201,13 +212,54 @@ def learner_class(spec: str) -> type[OfflineMetaLearner]:
     return OfflineMetaLearner._registry[spec]
 
 
+@functools.cache
+def _adapter(hint: Any) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(hint)
+
+
+def check_value(hint: Any, value: Any) -> str | None:
+    """None if ``value`` has the type and range ``hint`` asks (strictly: "100" is no int);
+    otherwise pydantic's one-line reason."""
+    try:
+        _adapter(hint).validate_python(value, strict=True)
+    except pydantic.ValidationError as e:
+        return e.errors()[0]["msg"]
+    except pydantic.PydanticSchemaGenerationError:
+        return None  # a type pydantic cannot check (e.g. a module): left to the learner
+    return None
+
+
+def field_hints(config_cls: type) -> dict[str, Any]:
+    """The resolved annotations of a config dataclass's fields (constraints included)."""
+    hints = typing.get_type_hints(config_cls, include_extras=True)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(config_cls)}
+
+
 def make_config(cls: type[OfflineMetaLearner], overrides: dict[str, Any] | None = None):
-    """``cls.Config`` with overrides; an unknown key is an error that lists the known ones."""
+    """``cls.Config`` with overrides, every value checked against its field's type and range.
+
+    An unknown key, a value of the wrong type ("100" for an int) or out of range (a batch of 0)
+    is a ``ValueError`` naming the key and what is allowed; so is a Config that lacks the
+    fields the runner needs (:data:`BATCH_FIELDS`) — a plug-in learner fails here, at suite
+    loading, not inside a run after the data are built.
+    """
     overrides = dict(overrides or {})
-    known = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(overrides) - known)
+    hints = field_hints(cls.Config)
+    missing = [f for f in BATCH_FIELDS if f not in hints]
+    if missing:
+        raise ValueError(
+            f"{cls.name}'s Config lacks {', '.join(missing)}: the runner draws meta-batches "
+            f"with {', '.join(BATCH_FIELDS)}"
+        )
+    unknown = sorted(set(overrides) - set(hints))
     if unknown:
         raise ValueError(
-            f"unknown {cls.name} config key(s) {unknown}; known: {', '.join(sorted(known))}"
+            f"unknown {cls.name} config key(s) {unknown}; known: {', '.join(sorted(hints))}"
         )
-    return cls.Config(**overrides)
+    config = cls.Config(**overrides)
+    for key, hint in hints.items():
+        value = getattr(config, key)
+        reason = check_value(PositiveInt if key in BATCH_FIELDS else hint, value)
+        if reason:
+            raise ValueError(f"{cls.name} config {key} = {value!r}: {reason}")
+    return config

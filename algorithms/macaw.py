@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from algorithms.base import OfflineMetaLearner, Policy
+from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
 from algorithms.networks import (
     MetaMLP,
@@ -46,13 +46,13 @@ from algorithms.networks import (
 class MACAWConfig:
     """MACAW hyperparameters; defaults are the authors' ``standard.json``."""
 
-    width: int = 100
+    width: PositiveInt = 100
     """hidden width (725 for the parameter-matched no-WT ablation)"""
-    depth: int = 3
+    depth: PositiveInt = 3
     """hidden layers"""
     weight_transform: bool = True
     """WT layers; False → the authors' bias-transform layers ("no WT" ablation)"""
-    wt_latent: int = 100
+    wt_latent: PositiveInt = 100
     """size of each WT layer's latent z"""
     advantage_head: bool = True
     """inner policy loss regresses the advantage through a head; False = "MAML+AWR" ablation"""
@@ -63,11 +63,11 @@ class MACAWConfig:
     awr_temperature: float = 1.0
     max_weight: float = 20.0
     """cap on AWR weights"""
-    inner_steps: int = 1
+    inner_steps: PositiveInt = 1
     """inner SGD steps in meta-training (the inner batch is split between them)"""
-    test_inner_steps: int = 1
+    test_inner_steps: PositiveInt = 1
     """inner steps at test time (the authors' eval_maml_steps)"""
-    inner_lr: float = 1e-3
+    inner_lr: PositiveFloat = 1e-3
     """initial inner learning rate of every parameter tensor"""
     learn_inner_lrs: bool = True
     """meta-learn the per-tensor inner lrs (False: fixed at inner_lr)"""
@@ -75,13 +75,13 @@ class MACAWConfig:
     """drop second-order terms of the meta-gradient"""
     target_mix: float = 0.1
     """target V ← (1 − mix)·target + mix·adapted after each inner value step"""
-    value_lr: float = 1e-5
-    policy_lr: float = 1e-4
-    meta_lr: float = 1e-3
+    value_lr: PositiveFloat = 1e-5
+    policy_lr: PositiveFloat = 1e-4
+    meta_lr: PositiveFloat = 1e-3
     """Adam lr of the learned inner lrs and of c"""
-    tasks_per_batch: int = 5
-    inner_batch: int = 256
-    outer_batch: int = 256
+    tasks_per_batch: PositiveInt = 5
+    inner_batch: PositiveInt = 256
+    outer_batch: PositiveInt = 256
 
 
 class StatePolicy(Policy):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from algorithms.base import OfflineMetaLearner, Policy
+from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
 from algorithms.macaw import StatePolicy, _split
 from algorithms.networks import MetaMLP, NetState, gaussian_log_prob, inner_grads, inverse_softplus
@@ -25,24 +25,24 @@ from algorithms.networks import MetaMLP, NetState, gaussian_log_prob, inner_grad
 class MetaBCConfig:
     """Meta-BC hyperparameters (MACAW's, less everything that concerns values)."""
 
-    width: int = 100
-    depth: int = 3
+    width: PositiveInt = 100
+    depth: PositiveInt = 3
     weight_transform: bool = True
     """WT layers as MACAW"""
-    wt_latent: int = 100
+    wt_latent: PositiveInt = 100
     action_sigma: float = 0.2
     """fixed σ of the Gaussian policy"""
-    inner_steps: int = 1
-    test_inner_steps: int = 1
-    inner_lr: float = 1e-3
+    inner_steps: PositiveInt = 1
+    test_inner_steps: PositiveInt = 1
+    inner_lr: PositiveFloat = 1e-3
     learn_inner_lrs: bool = True
     first_order: bool = False
-    policy_lr: float = 1e-4
-    meta_lr: float = 1e-3
+    policy_lr: PositiveFloat = 1e-4
+    meta_lr: PositiveFloat = 1e-3
     """Adam lr of the learned inner lrs"""
-    tasks_per_batch: int = 5
-    inner_batch: int = 256
-    outer_batch: int = 256
+    tasks_per_batch: PositiveInt = 5
+    inner_batch: PositiveInt = 256
+    outer_batch: PositiveInt = 256
 
 
 class MetaBC(OfflineMetaLearner):

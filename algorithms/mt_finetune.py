@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from algorithms.base import OfflineMetaLearner, Policy
+from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
 from algorithms.networks import MetaMLP, awr_weights, gaussian_log_prob
 
@@ -25,21 +25,21 @@ from algorithms.networks import MetaMLP, awr_weights, gaussian_log_prob
 class MTFinetuneConfig:
     """MT+FT hyperparameters; defaults from the authors' ``multitask_standard.json``."""
 
-    width: int = 100
-    depth: int = 3
+    width: PositiveInt = 100
+    depth: PositiveInt = 3
     action_sigma: float = 0.2
     awr_temperature: float = 1.0
     max_weight: float = 20.0
-    value_lr: float = 1e-5
-    policy_lr: float = 1e-4
-    finetune_steps: int = 20
+    value_lr: PositiveFloat = 1e-5
+    policy_lr: PositiveFloat = 1e-4
+    finetune_steps: PositiveInt = 20
     """Adam steps on the adaptation set at test time (each: value then policy)"""
-    finetune_value_lr: float = 1e-5
-    finetune_policy_lr: float = 1e-3
-    tasks_per_batch: int = 5
-    inner_batch: int = 256
+    finetune_value_lr: PositiveFloat = 1e-5
+    finetune_policy_lr: PositiveFloat = 1e-3
+    tasks_per_batch: PositiveInt = 5
+    inner_batch: PositiveInt = 256
     """unused by MT+FT's training (no inner loop), kept so the harness batches all alike"""
-    outer_batch: int = 256
+    outer_batch: PositiveInt = 256
 
 
 class _OneHotPolicy(Policy):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.base import OfflineMetaLearner, Policy
+from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
 from algorithms.networks import soft_update_, tanh_gaussian_sample
 
@@ -34,11 +34,11 @@ from algorithms.networks import soft_update_, tanh_gaussian_sample
 class PEARLConfig:
     """oyster's ``configs/default.py`` defaults."""
 
-    latent_size: int = 5
-    width: int = 300
+    latent_size: PositiveInt = 5
+    width: PositiveInt = 300
     """units per layer of policy, Q and V (3 layers)"""
-    depth: int = 3
-    encoder_width: int = 200
+    depth: PositiveInt = 3
+    encoder_width: PositiveInt = 200
     """units per layer of the context encoder (oyster: 3 × 200)"""
     kl_lambda: float = 0.1
     """weight of KL(q(z|c) ‖ N(0, I)) (information bottleneck)"""
@@ -46,20 +46,20 @@ class PEARLConfig:
     """5 by default; oyster's per-env configs change it"""
     discount: float = 0.99
     soft_target_tau: float = 0.005
-    policy_lr: float = 3e-4
-    qf_lr: float = 3e-4
-    vf_lr: float = 3e-4
-    context_lr: float = 3e-4
+    policy_lr: PositiveFloat = 3e-4
+    qf_lr: PositiveFloat = 3e-4
+    vf_lr: PositiveFloat = 3e-4
+    context_lr: PositiveFloat = 3e-4
     policy_mean_reg: float = 1e-3
     policy_std_reg: float = 1e-3
     use_next_obs_in_context: bool = False
     """context = (s, a, r, s′) instead of (s, a, r) (oyster's walker setting)"""
-    tasks_per_batch: int = 16
+    tasks_per_batch: PositiveInt = 16
     """oyster's meta-batch"""
-    inner_batch: int = 64
+    inner_batch: PositiveInt = 64
     """context transitions per task: oyster's default 64; its per-env configs use 100 for
     cheetah-vel and walker, 256 for cheetah-dir and ant-dir (the suites set those)"""
-    outer_batch: int = 256
+    outer_batch: PositiveInt = 256
     """SAC batch per task"""
 
 

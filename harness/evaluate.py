@@ -10,12 +10,13 @@ random policy (the 0 of normalised scores); the best behaviour episode of the ta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from annotated_types import Interval
 
-from algorithms.base import OfflineMetaLearner, Policy
+from algorithms.base import OfflineMetaLearner, Policy, PositiveInt
 from envs.base import TaskFamily
 from harness.datasets import OfflineDataset, transitions_hash
 
@@ -24,16 +25,16 @@ from harness.datasets import OfflineDataset, transitions_hash
 class EvalConfig:
     """How each evaluation point is measured."""
 
-    episodes: int = 1
+    episodes: PositiveInt = 1
     """deterministic episodes per test task and policy"""
-    adapt_transitions: int = 256
+    adapt_transitions: PositiveInt = 256
     """size of the adaptation set (the original's 256 ≈ 1.3 episodes)"""
-    adapt_trajectories: int | None = None
+    adapt_trajectories: PositiveInt | None = None
     """use this many whole episodes instead (≤ 5 in the offline meta-RL setting)"""
-    adapt_quality: str = "all"
+    adapt_quality: Literal["all", "first", "middle", "last"] = "all"
     """all | first | middle | last: buffer slice the adaptation set comes from"""
-    adapt_fraction: float = 1.0 / 3.0
-    adapt_sampling: str = "iid"
+    adapt_fraction: Annotated[float, Interval(gt=0.0, le=1.0)] = 1.0 / 3.0
+    adapt_sampling: Literal["iid", "window"] = "iid"
     """iid: fresh i.i.d. rows at every evaluation (as the authors'); window: one fixed block of
     consecutive rows per (seed, task)"""
 

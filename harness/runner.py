@@ -23,11 +23,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Interval
 
-from algorithms.base import learner_class, make_config
+from algorithms.base import PositiveInt, learner_class, make_config
 from envs import make_family
 from harness.collect.build import require_dataset
 from harness.datasets import OfflineDataset, manifest_hash
@@ -53,6 +54,11 @@ COLUMNS = [
 ]
 
 
+Budget = Literal["tiny", "small", "default"]
+Slice = Literal["all", "first", "middle", "last"]
+Fraction = Annotated[float, Interval(gt=0.0, le=1.0)]
+
+
 class RunError(RuntimeError):
     """A run cannot start or resume as asked (config mismatch, bad checkpoint …)."""
 
@@ -66,20 +72,20 @@ class RunConfig:
     """registered name or ``module.path:ClassName``"""
     family: str
     seed: int
-    steps: int = 1000
+    steps: PositiveInt = 1000
     """meta-training steps"""
-    eval_every: int = 250
-    data_budget: str = "small"
+    eval_every: PositiveInt = 250
+    data_budget: Budget = "small"
     data_seed: int = 0
-    skip: int = 1
+    skip: PositiveInt = 1
     """keep every k-th transition of each buffer (the original uses 7)"""
-    train_tasks: int | None = None
+    train_tasks: PositiveInt | None = None
     """use only n train tasks, evenly spaced over the train list (the number-of-tasks ablation;
     as the authors' configs, which take e.g. tasks {0, 16, 32} for 3)"""
-    inner_quality: str = "all"
+    inner_quality: Slice = "all"
     """all | first | middle | last: the buffer slice meta-training *inner* batches come from
     (the quality ablations; outer batches always use the whole buffer, as the authors')"""
-    inner_fraction: float = 1.0 / 3.0
+    inner_fraction: Fraction = 1.0 / 3.0
     learner: dict[str, Any] = field(default_factory=dict)
     """overrides of the learner's Config"""
     eval: dict[str, Any] = field(default_factory=dict)

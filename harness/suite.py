@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from algorithms.base import learner_class, make_config
+from algorithms.base import check_value, field_hints, learner_class, make_config
 from envs import make_family
 from harness.evaluate import EvalConfig
 from harness.runner import RunConfig
@@ -93,9 +93,39 @@ def suite_path(name_or_path: str) -> Path:
 
 
 def _check_keys(where: str, got: dict, known: set[str]) -> None:
+    if not isinstance(got, dict):
+        raise SuiteError(f"{where}: expected a table, got {got!r}")
     unknown = sorted(set(got) - known)
     if unknown:
         raise SuiteError(f"{where}: unknown key(s) {unknown}; known: {', '.join(sorted(known))}")
+
+
+def _check_values(where: str, got: dict, config_cls: type, known: set[str]) -> None:
+    """Every key known, every value of its field's type and range (pydantic, strict)."""
+    _check_keys(where, got, known)
+    hints = field_hints(config_cls)
+    for key, value in got.items():
+        reason = check_value(hints[key], value)
+        if reason:
+            raise SuiteError(f"{where} {key} = {value!r}: {reason}")
+
+
+def _check_learner(where: str, cls, overrides: dict) -> None:
+    if not isinstance(overrides, dict):
+        raise SuiteError(f"{where}: expected a table, got {overrides!r}")
+    try:
+        make_config(cls, overrides)
+    except ValueError as e:
+        raise SuiteError(f"{where}: {e}") from e
+
+
+def _check_list(path: Path, raw: dict, key: str, kind: type) -> list:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(v, kind) and not isinstance(v, bool) for v in value
+    ):
+        raise SuiteError(f"{path} {key} = {value!r}: expected a list of {kind.__name__}s")
+    return value
 
 
 def load_suite(
@@ -112,28 +142,61 @@ def load_suite(
         raise SuiteError(f"{path}: malformed TOML: {e}") from e
     _check_keys(str(path), raw, TOP_KEYS)
     name = path.stem
-    algos = algorithms or raw.get("algorithms", [])
-    fams = families or raw.get("families", [])
-    seed_list = seeds if seeds is not None else raw.get("seeds", [0])
-    if not algos or not fams:
-        raise SuiteError(f"{path}: needs non-empty 'algorithms' and 'families'")
-    _check_keys(f"{path} [run]", raw.get("run", {}), RUN_KEYS)
-    _check_keys(f"{path} [eval]", raw.get("eval", {}), EVAL_KEYS)
+    file_algos = _check_list(path, raw, "algorithms", str)
+    file_fams = _check_list(path, raw, "families", str)
+    file_seeds = _check_list(path, raw, "seeds", int) if "seeds" in raw else [0]
+    if "description" in raw and not isinstance(raw["description"], str):
+        raise SuiteError(f"{path} description: expected a string")
+    algos = algorithms or file_algos
+    fams = families or file_fams
+    seed_list = seeds if seeds is not None else file_seeds
+    if not algos or not fams or not seed_list:
+        raise SuiteError(f"{path}: needs non-empty 'algorithms', 'families' and 'seeds'")
+    _check_values(f"{path} [run]", raw.get("run", {}), RunConfig, RUN_KEYS)
+    _check_values(f"{path} [eval]", raw.get("eval", {}), EvalConfig, EVAL_KEYS)
     variants = raw.get("variants", {})
+    if not isinstance(variants, dict):
+        raise SuiteError(f"{path} [variants]: expected a table")
     for v, table in variants.items():
-        _check_keys(f"{path} [variants.{v}]", table, {"algorithm", "learner", "eval", "run"})
+        where = f"{path} [variants.{v}]"
+        if v not in file_algos:
+            raise SuiteError(f"{where}: names no algorithm of the suite ({', '.join(file_algos)})")
+        _check_keys(where, table, {"algorithm", "learner", "eval", "run"})
         if "algorithm" not in table:
-            raise SuiteError(f"{path} [variants.{v}]: needs 'algorithm'")
-        _check_keys(f"{path} [variants.{v}.run]", table.get("run", {}), RUN_KEYS)
-        _check_keys(f"{path} [variants.{v}.eval]", table.get("eval", {}), EVAL_KEYS)
-    classes = {a: learner_class(variants[a]["algorithm"] if a in variants else a) for a in algos}
+            raise SuiteError(f"{where}: needs 'algorithm'")
+        _check_values(f"{where}.run", table.get("run", {}), RunConfig, RUN_KEYS)
+        _check_values(f"{where}.eval", table.get("eval", {}), EvalConfig, EVAL_KEYS)
+    try:
+        classes = {
+            a: learner_class(variants[a]["algorithm"] if a in variants else a) for a in algos
+        }
+        file_classes = {
+            learner_class(variants[a]["algorithm"] if a in variants else a).name for a in file_algos
+        }
+        for f in fams:
+            make_family(f)  # validates the name (the file's other families are built when used)
+    except (KeyError, ValueError) as e:
+        raise SuiteError(f"{path}: {e.args[0] if e.args else e}") from e
+    file_classes |= {c.name for c in classes.values()}
+    by_name = {c.name: c for c in classes.values()}
+
+    def check_learner_tables(where: str, tables: dict) -> None:
+        _check_keys(f"{where}]", tables, file_classes)  # it must name an algorithm of the suite
+        for lname, table in tables.items():
+            cls = by_name.get(lname) or learner_class(lname)
+            _check_learner(f"{where}.{lname}]", cls, table)
+
+    check_learner_tables(f"{path} [learner", raw.get("learner", {}))
+    for v, table in variants.items():
+        cls = learner_class(table["algorithm"])
+        _check_learner(f"{path} [variants.{v}] learner", cls, table.get("learner", {}))
     fam_tables = raw.get("family", {})
-    for f in fams:
-        make_family(f)  # validates the name
+    _check_keys(f"{path} [family]", fam_tables, set(file_fams) | set(fams))
     for f, table in fam_tables.items():
         _check_keys(f"{path} [family.{f}]", table, {"run", "learner", "eval"})
-        _check_keys(f"{path} [family.{f}.run]", table.get("run", {}), RUN_KEYS)
-        _check_keys(f"{path} [family.{f}.eval]", table.get("eval", {}), EVAL_KEYS)
+        _check_values(f"{path} [family.{f}.run]", table.get("run", {}), RunConfig, RUN_KEYS)
+        _check_values(f"{path} [family.{f}.eval]", table.get("eval", {}), EvalConfig, EVAL_KEYS)
+        check_learner_tables(f"{path} [family.{f}.learner", table.get("learner", {}))
     runs = []
     for f in fams:
         ft = fam_tables.get(f, {})
@@ -144,7 +207,7 @@ def load_suite(
                 **ft.get("learner", {}).get(cls.name, {}),
                 **var.get("learner", {}),
             }
-            make_config(cls, learner_over)  # an unknown key is an error listing the known ones
+            _check_learner(f"{path} [{f} × {a}]", cls, learner_over)
             for s in seed_list:
                 runs.append(
                     RunConfig(

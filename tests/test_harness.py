@@ -155,6 +155,47 @@ def test_kill_9_during_a_suite_then_rerun_loses_and_duplicates_nothing(tmp_path,
         ('algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[run]\nstepz = 3', "known: "),
         ('algorithms = ["macaw"\nfamilies = 3', "malformed TOML"),
         ('algorithms = ["macaw"]\nfamilies = ["point-robot"]\nseedz = [1]', "unknown key"),
+        (
+            'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[run]\nsteps = "100"',
+            "[run] steps = '100': Input should be a valid integer",
+        ),
+        (
+            'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[run]\neval_every = 0',
+            "[run] eval_every = 0: Input should be greater than or equal to 1",
+        ),
+        (
+            'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[run]\ndata_budget = "huge"',
+            "data_budget = 'huge': Input should be 'tiny', 'small' or 'default'",
+        ),
+        (
+            'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[run]\ninner_fraction = 1.5',
+            "inner_fraction = 1.5: Input should be less than or equal to 1",
+        ),
+        (
+            'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[eval]\nadapt_sampling = "random"',
+            "adapt_sampling = 'random': Input should be 'iid' or 'window'",
+        ),
+        (
+            'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[family.cheetah-vel.run]\nsteps = 3',
+            "[family]: unknown key(s) ['cheetah-vel']",
+        ),
+        (
+            'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[learner.pearl]\nwidth = 3',
+            "[learner]: unknown key(s) ['pearl']",
+        ),
+        (
+            'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[learner.macaw]\nwidth = "100"',
+            "[learner.macaw]: macaw config width = '100'",
+        ),
+        (
+            'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[learner.macaw]\ntasks_per_batch = 0',
+            "tasks_per_batch = 0: Input should be greater than or equal to 1",
+        ),
+        (
+            'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[variants.macaw-small]\nalgorithm = "macaw"',
+            "[variants.macaw-small]: names no algorithm",
+        ),
+        ('algorithms = ["macaw"]\nfamilies = ["point-robot"]\nseeds = ["0"]', "list of ints"),
     ],
 )
 def test_bad_suite_is_a_one_line_error_and_writes_nothing(tmp_path, text, message):
@@ -172,6 +213,26 @@ def test_bad_suite_is_a_one_line_error_and_writes_nothing(tmp_path, text, messag
     assert p.returncode == 2
     assert p.stderr.startswith("error: ") and p.stderr.count("\n") == 1 and message in p.stderr
     assert not (tmp_path / "r").exists() and not (tmp_path / "d").exists()
+
+
+def test_a_refused_suite_writes_nothing_so_the_corrected_one_runs_in_the_same_folder(
+    tmp_path, data_root
+):
+    body = """
+        algorithms = ["mt-ft"]
+        families = ["point-robot"]
+        [run]
+        data_budget = "tiny"
+        eval_every = 2
+        steps = {steps}
+        [learner.mt-ft]
+        width = 16
+        """
+    bad = cli(*run_args(suite_file(tmp_path, body.format(steps='"2"')), tmp_path, data_root))
+    assert bad.returncode == 2 and "steps = '2'" in bad.stderr
+    assert not (tmp_path / "r").exists()
+    good = cli(*run_args(suite_file(tmp_path, body.format(steps=2)), tmp_path, data_root))
+    assert good.returncode == 0, good.stderr
 
 
 def test_unknown_suite_name_lists_the_known_ones():
