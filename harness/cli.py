@@ -7,6 +7,7 @@ status 2; nothing is overwritten on the way.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -106,8 +107,88 @@ def _cmd_data_info(args) -> None:
         print(line)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}")
+    return value
+
+
 def _csv(text: str | None) -> list[str] | None:
     return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def _measure_step_seconds(cfg, family) -> float:
+    """Seconds per meta-step of ``cfg``'s learner, timed on a synthetic batch (1 thread)."""
+    import time
+
+    import torch
+
+    from algorithms.base import learner_class, make_config
+    from algorithms.batch import synthetic_meta_batch
+
+    cls = learner_class(cfg.algorithm)
+    lcfg = make_config(cls, cfg.learner)
+    n_train = len(family.train_indices) if not cfg.train_tasks else cfg.train_tasks
+    learner = cls(family.obs_dim, family.act_dim, n_train, lcfg, seed=0)
+    batch = synthetic_meta_batch(
+        min(lcfg.tasks_per_batch, n_train),
+        lcfg.inner_batch,
+        lcfg.outer_batch,
+        family.obs_dim,
+        family.act_dim,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        learner.train_step(batch)  # warm-up
+        t = time.perf_counter()
+        for _ in range(2):
+            learner.train_step(batch)
+        return (time.perf_counter() - t) / 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _dry_run(name, runs, args) -> None:
+    """The plan of a launch — runs, data to build, time from measured step costs; no writes."""
+    import os
+    from collections import Counter
+
+    from envs import make_family
+    from harness.collect.build import MANIFEST, dataset_dir
+    from harness.runner import run_dir, run_state
+
+    print(f"dry run of suite {name}: {len(runs)} runs, nothing is written")
+    states = Counter(run_state(run_dir(args.results, r), r.steps).status for r in runs)
+    print("  runs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    for fam, budget, dseed in sorted({(r.family, r.data_budget, r.data_seed) for r in runs}):
+        d = dataset_dir(fam, budget, dseed, args.root)
+        print(
+            f"  data {fam} ({budget}, seed {dseed}): "
+            + ("cached" if (d / MANIFEST).exists() else f"to build at {d}")
+        )
+    families: dict[str, object] = {}
+    cost: dict[str, float] = {}
+    total = 0.0
+    for r in runs:
+        st = run_state(run_dir(args.results, r), r.steps)
+        if st.status == "done":
+            continue
+        key = json.dumps([r.algorithm, r.family, r.learner, r.train_tasks], sort_keys=True)
+        if key not in cost:
+            fam = families.setdefault(r.family, make_family(r.family))
+            cost[key] = _measure_step_seconds(r, fam)
+            print(f"  {r.label or r.algorithm} on {r.family}: {cost[key] * 1e3:.0f} ms/step")
+        total += cost[key] * (r.steps - st.step)
+    workers = max(1, min(args.workers or os.cpu_count() or 1, len(runs)))
+    print(
+        f"  estimated training time: {total / 60:.1f} CPU-min, ≈ {total / 60 / workers:.1f} min "
+        f"on {workers} worker(s) (evaluation and data builds not included)"
+    )
 
 
 def _cmd_run(args) -> None:
@@ -116,34 +197,167 @@ def _cmd_run(args) -> None:
     from tqdm import tqdm
 
     from harness.collect.build import build
-    from harness.executors import run_all
+    from harness.executors import RunOptions, run_all
     from harness.plots import build_report
-    from harness.runner import load_results
+    from harness.runner import (
+        check_run_folder,
+        load_results,
+        load_train_logs,
+        run_dir,
+        run_state,
+        write_plan,
+    )
     from harness.suite import load_suite
 
     seeds = [int(x) for x in _csv(args.seeds)] if args.seeds else None
     name, runs, raw = load_suite(args.suite, _csv(args.algorithms), _csv(args.families), seeds)
+    if args.dry_run:
+        _dry_run(name, runs, args)
+        return
+    for r in runs:  # a folder of another config is refused before anything is built or written
+        check_run_folder(args.results, r)
     print(f"suite {name}: {len(runs)} runs — {raw.get('description', '').strip()}")
     for fam, budget, dseed in sorted({(r.family, r.data_budget, r.data_seed) for r in runs}):
         build(fam, budget, dseed, args.root, workers=os.cpu_count() or 1, progress=not args.quiet)
-    bar = tqdm(total=len(runs), desc=f"{name} runs", unit="run", disable=args.quiet)
-    run_all(
-        runs,
-        args.results,
-        args.root,
-        args.executor,
-        args.workers,
-        args.address,
-        on_done=lambda cfg: bar.update(1),
+    write_plan(args.results, name, runs)
+    steps = {i: run_state(run_dir(args.results, r), r.steps) for i, r in enumerate(runs)}
+    at = {i: (r.steps if steps[i].status == "done" else steps[i].step) for i, r in enumerate(runs)}
+    bar = tqdm(
+        total=sum(r.steps for r in runs),
+        initial=sum(at.values()),
+        desc=f"{name} meta-steps",
+        unit="step",
+        disable=args.quiet,
+        smoothing=0.05,
     )
-    bar.close()
-    out = build_report(load_results(args.results / name), args.reports / name, f"Suite: {name}")
+    counts: dict[str, int] = {}
+
+    def on_progress(i: int, step: int) -> None:
+        bar.update(max(0, step - at[i]))
+        at[i] = max(at[i], step)
+
+    def on_done(cfg, status: str) -> None:
+        counts[status] = counts.get(status, 0) + 1
+        i = runs.index(cfg)
+        if status == "done":
+            on_progress(i, cfg.steps)
+        bar.set_postfix_str(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+    opts = RunOptions(args.log_every, args.tensorboard, not args.no_keep_final)
+    try:
+        run_all(
+            runs,
+            args.results,
+            args.root,
+            args.executor,
+            args.workers,
+            args.address,
+            on_done=on_done,
+            on_progress=on_progress,
+            options=opts,
+        )
+    finally:
+        bar.close()
+    if counts.get("busy"):
+        print(f"{counts['busy']} run(s) skipped: another launch is executing them")
+    out = build_report(
+        load_results(args.results / name),
+        args.reports / name,
+        f"Suite: {name}",
+        train=load_train_logs(args.results / name),
+    )
     print(f"report: {out / 'README.md'}")
+
+
+def _cmd_status(args) -> None:
+    import os
+
+    from harness.runner import read_plan, run_state
+
+    suite_dir = Path(args.results_dir)
+    if not suite_dir.is_dir():
+        raise FileNotFoundError(f"no results folder {suite_dir}")
+    plan = {cfg.run_id: cfg.steps for cfg in read_plan(suite_dir)}
+    folders = {p.name: p for p in sorted((suite_dir / "runs").glob("*")) if p.is_dir()}
+    ids = sorted(set(plan) | set(folders))
+    if not ids:
+        raise FileNotFoundError(f"{suite_dir} holds no runs and no plan.json")
+    states = [run_state(suite_dir / "runs" / rid, plan.get(rid)) for rid in ids]
+    rates: dict[str, list[float]] = {}
+    for st in states:
+        if st.seconds_per_step:
+            rates.setdefault(st.run_id.split("__seed")[0], []).append(st.seconds_per_step)
+    left, unknown = 0.0, 0
+    width = max(len(rid) for rid in ids)
+    for st in states:
+        line = f"{st.run_id:<{width}}  {st.status:<11}"
+        if st.status in ("partial", "failed", "done") and st.steps:
+            line += f" step {st.step:>7}/{st.steps}"
+        if st.score is not None:
+            line += f"  last score {st.score:9.2f}"
+        if st.error:
+            line += f"  {st.error}"
+        print(line)
+        if st.status != "done":
+            r = rates.get(st.run_id.split("__seed")[0])
+            if r and st.steps:
+                left += (sum(r) / len(r)) * (st.steps - st.step)
+            else:
+                unknown += 1
+    summary: dict[str, int] = {}
+    for st in states:
+        summary[st.status] = summary.get(st.status, 0) + 1
+    workers = args.workers or os.cpu_count() or 1
+    eta = f"ETA ≈ {left / 60 / workers:.0f} min on {workers} worker(s)"
+    if unknown:
+        eta += f" (+ {unknown} run(s) of no measured speed yet)"
+    print(", ".join(f"{n} {s}" for s, n in sorted(summary.items())) + f"; {eta}")
+
+
+def _cmd_evaluate(args) -> None:
+    import torch
+
+    from algorithms.base import learner_class, make_config
+    from envs import make_family
+    from harness.collect.build import require_dataset
+    from harness.datasets import OfflineDataset
+    from harness.evaluate import EvalConfig, evaluate, random_scores
+    from harness.runner import RunConfig, select_train_tasks
+
+    folder = Path(args.run_dir)
+    final = folder / "final.pt"
+    if not final.exists():
+        raise FileNotFoundError(
+            f"{final} does not exist: only finished runs keep their learner (not with "
+            "--no-keep-final)"
+        )
+    cfg = RunConfig(**json.loads((folder / "config.json").read_text()))
+    family = make_family(cfg.family)
+    train = select_train_tasks(family.train_indices, cfg.train_tasks)
+    test = family.test_indices
+    data_dir = require_dataset(cfg.family, cfg.data_budget, cfg.data_seed, args.root)
+    data = OfflineDataset.load(data_dir, tasks=sorted(set(train) | set(test)), skip=cfg.skip)
+    cls = learner_class(cfg.algorithm)
+    learner = cls(
+        family.obs_dim, family.act_dim, len(train), make_config(cls, cfg.learner), seed=cfg.seed
+    )
+    learner.load_state_dict(torch.load(final, weights_only=True))
+    ecfg = EvalConfig(**{**cfg.eval, "episodes": args.episodes})
+    rows = evaluate(learner, family, data, cfg.seed, ecfg, step=cfg.steps)
+    random = random_scores(family, test, ecfg.episodes, cfg.seed)
+    col = "success" if family.score == "success" else "return"
+    print(f"{cfg.run_id} after {cfg.steps} steps, {args.episodes} episode(s) per test task ({col})")
+    print(f"  {'task':>5} {'prior':>10} {'adapted':>10} {'random':>10}")
+    for r in rows:
+        rnd = random[r["task"]][0 if col == "return" else 1]
+        print(f"  {r['task']:>5} {r['pre_' + col]:10.2f} {r['post_' + col]:10.2f} {rnd:10.2f}")
+    mean = sum(r["post_" + col] for r in rows) / len(rows)
+    print(f"  mean adapted {col} over {len(rows)} test tasks: {mean:.2f}")
 
 
 def _cmd_report(args) -> None:
     from harness.plots import build_report
-    from harness.runner import load_results
+    from harness.runner import load_results, load_train_logs
 
     dirs = [Path(d) for d in args.results_dir]
     missing = [str(d) for d in dirs if not d.is_dir()]
@@ -151,7 +365,9 @@ def _cmd_report(args) -> None:
         raise FileNotFoundError(f"no results folder {', '.join(missing)}")
     name = "+".join(d.name for d in dirs)
     out = args.out or Path("reports") / (dirs[0].name if len(dirs) == 1 else name)
-    build_report(load_results(dirs), out, f"Suite: {name}", args.include_partial)
+    build_report(
+        load_results(dirs), out, f"Suite: {name}", args.include_partial, load_train_logs(dirs)
+    )
     print(f"report: {out / 'README.md'}")
 
 
@@ -208,7 +424,30 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--reports", type=Path, default=Path("reports"))
     run.add_argument("--root", type=Path, default=None, help="dataset cache root")
     run.add_argument("--quiet", action="store_true")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and its estimated time; write nothing",
+    )
+    run.add_argument("--log-every", type=_positive, default=10, help="train.csv row every N steps")
+    run.add_argument(
+        "--tensorboard", action="store_true", help="also write train metrics to <run>/tb"
+    )
+    run.add_argument(
+        "--no-keep-final", action="store_true", help="do not keep final.pt of finished runs"
+    )
     run.set_defaults(fn=_cmd_run)
+
+    st = sub.add_parser("status", help="each run of a results folder: done / partial / failed …")
+    st.add_argument("results_dir", help="e.g. results/quick")
+    st.add_argument("--workers", type=int, default=None, help="for the ETA (default: cores)")
+    st.set_defaults(fn=_cmd_status)
+
+    ev = sub.add_parser("evaluate", help="re-score a finished run's final.pt on its test tasks")
+    ev.add_argument("run_dir", help="e.g. results/quick/runs/macaw__point-robot__seed0")
+    ev.add_argument("--episodes", type=_positive, default=1)
+    ev.add_argument("--root", type=Path, default=None, help="dataset cache root")
+    ev.set_defaults(fn=_cmd_evaluate)
 
     rep = sub.add_parser("report", help="rebuild figures and tables from result files only")
     rep.add_argument(

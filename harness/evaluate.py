@@ -56,10 +56,26 @@ def rollout(env, policy, episodes: int, seed: int, score: str) -> tuple[float, f
     return float(np.mean(returns)), float(np.mean(successes)) if score == "success" else np.nan
 
 
-def _numpy_policy(policy: Policy, scale: float, device: torch.device):
+def _numpy_policy(policy: Policy, scale: float, device: torch.device, name: str):
+    """obs → env action; a learner's wrong answer is a one-line error naming it, never a
+    silently scored NaN or out-of-range action."""
+    if not isinstance(policy, Policy):
+        raise ValueError(
+            f"learner {name}: adapt returned {type(policy).__name__}, not a Policy "
+            "(subclass algorithms.base.Policy and implement act)"
+        )
+
     def act(obs: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
-        return (policy(x)[0].cpu().numpy() * scale).astype(np.float32)
+        a = policy(x)[0].cpu().numpy()
+        if not np.isfinite(a).all():
+            raise ValueError(f"learner {name}: the policy returned non-finite actions {a}")
+        if np.abs(a).max() > 1.0 + 1e-6:
+            raise ValueError(
+                f"learner {name}: actions must lie in [-1, 1] (the harness scales them to the "
+                f"env's bounds); got {np.round(a, 3).tolist()}"
+            )
+        return (a * scale).astype(np.float32)
 
     return act
 
@@ -111,7 +127,7 @@ def evaluate(
         ep_seed = 10_000 + seed * 100 + t  # the same start states for every algorithm
 
         def score(policy: Policy, env=env, scale=scale, ep_seed=ep_seed):
-            act = _numpy_policy(policy, scale, learner.device)
+            act = _numpy_policy(policy, scale, learner.device, learner.name)
             return rollout(env, act, cfg.episodes, ep_seed, family.score)
 
         try:

@@ -1,30 +1,307 @@
-"""Where runs execute: in-process, a local process pool (default), or a Ray cluster.
+"""Where runs execute: in-process, a local pool of worker processes (default), or a Ray cluster.
 
 Each run is independent and writes only inside its own folder, so any executor can run them in
 any order and a re-run resumes whatever was interrupted. Results do not depend on the executor:
 every run seeds itself and uses one torch thread (float results can depend on the thread count,
 and the learners' steps gain little from a second thread — measured); runs parallelise instead.
+
+What every executor guarantees while a researcher watches:
+
+* **Ctrl-C**: the first one starts nothing new and asks each running run to checkpoint its
+  current step and stop (within a step: ≤ 1 s for every learner here); workers still busy after
+  :data:`GRACE_S` are killed, losing at most what their last checkpoint did not cover. A second
+  Ctrl-C kills them at once. The same command resumes exactly.
+* **One writer per run**: a run whose lock another process holds is skipped (``busy``), never
+  executed twice at once — two launches into one folder give a lone launch's rows.
+* **A failing run** writes its one-line error to ``error.txt`` and the others go on; the
+  suite ends with :class:`SuiteFailed` naming it.
+* **Progress**: ``on_progress(run_index, step)`` as runs advance, ``on_done(run, status)`` when
+  one ends (``done``, ``busy``, ``failed``, ``stopped``).
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import queue
+import signal
+import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.hugepages import use_huge_pages
-from harness.runner import RunConfig, execute_run
+from harness.runner import (
+    RunBusy,
+    RunConfig,
+    RunError,
+    RunInterrupted,
+    clear_stop,
+    execute_run,
+    request_stop,
+    run_dir,
+)
 
-EXECUTORS = ("local", "inprocess", "ray")
+GRACE_S = 8.0
+"""seconds a stopping worker gets to checkpoint before it is killed"""
 
 
-def _work(cfg: RunConfig, results: str, data_root: str | None, threads: int) -> str:
+class SuiteFailed(RunError):
+    """Some runs failed (each wrote ``error.txt``); the others finished or were skipped."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How runs are watched and what they keep — none of it changes a result."""
+
+    log_every: int = 10
+    tensorboard: bool = False
+    keep_final: bool = True
+
+
+ProgressFn = Callable[[int, int], None]
+DoneFn = Callable[[RunConfig, str], None]
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+def _record_failure(cfg: RunConfig, results: Path, e: BaseException) -> str:
+    """``error.txt``: the one line; ``error.log``: the whole traceback, for the learner's author."""
+    import traceback
+
+    line = " ".join(str(e).split()) if isinstance(e, ValueError | RunError) else _one_line(e)
+    out = run_dir(results, cfg)
+    if out.is_dir():
+        (out / "error.txt").write_text(line + "\n")
+        (out / "error.log").write_text("".join(traceback.format_exception(e)))
+    return line
+
+
+def _execute(cfg, results, root, opts, on_step) -> tuple[str, str]:
+    """(status, detail) of one run in this process."""
+    try:
+        out = execute_run(
+            cfg,
+            Path(results),
+            Path(root) if root else None,
+            on_step=on_step,
+            log_every=opts.log_every,
+            tensorboard=opts.tensorboard,
+            keep_final=opts.keep_final,
+        )
+        return "done", str(out)
+    except RunBusy as e:
+        return "busy", str(e)
+    except RunInterrupted as e:
+        return "stopped", str(e)
+    except Exception as e:  # noqa: BLE001 — reported per run; the suite goes on
+        return "failed", _record_failure(cfg, Path(results), e)
+
+
+# -- local pool ----------------------------------------------------------------------------------
+def _worker(tasks, events, results: str, root: str | None, opts: RunOptions) -> None:
+    """A pool process: runs what it is given until told to stop (None or SIGTERM)."""
     import torch
 
-    torch.set_num_threads(threads)
+    busy = False
+
+    def on_term(_sig, _frame):
+        if busy:
+            request_stop()  # checkpoint at the next step, then RunInterrupted
+        else:
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what a Ctrl-C means
+    signal.signal(signal.SIGTERM, on_term)
+    torch.set_num_threads(1)
     use_huge_pages()  # once per process; see harness/hugepages.py
-    return str(execute_run(cfg, Path(results), Path(data_root) if data_root else None))
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        i, cfg = item
+        busy = True
+        last = [0.0]
+
+        def on_step(step, i=i, last=last):
+            now = time.monotonic()
+            if now - last[0] > 0.5:
+                last[0] = now
+                events.put(("step", i, step))
+
+        status, detail = _execute(cfg, results, root, opts, on_step)
+        busy = False
+        events.put((status, i, detail))
+        if status == "stopped":
+            return
+
+
+def _run_pool(runs, results, root, workers, opts, on_progress, on_done) -> dict[int, tuple]:
+    ctx = mp.get_context("spawn")  # no inherited torch or OpenMP state
+    tasks, events = ctx.Queue(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker, args=(tasks, events, str(results), root, opts), daemon=True)
+        for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    todo = list(enumerate(runs))
+    outcome: dict[int, tuple] = {}
+    running = 0
+
+    def feed() -> None:
+        nonlocal running
+        while todo and running < workers:
+            tasks.put(todo.pop(0))
+            running += 1
+
+    def handle(event) -> None:
+        nonlocal running
+        kind, i, detail = event
+        if kind == "step":
+            if on_progress:
+                on_progress(i, detail)
+            return
+        running -= 1
+        outcome[i] = (kind, detail)
+        if on_done:
+            on_done(runs[i], kind)
+
+    try:
+        feed()
+        while running:
+            try:
+                handle(events.get(timeout=1.0))
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs):
+                    raise RunError("every worker process died") from None
+                continue
+            feed()
+        for _ in procs:
+            tasks.put(None)
+        for p in procs:
+            p.join(timeout=10)
+    except KeyboardInterrupt:
+        todo.clear()
+        _stop_workers(procs, events, handle)
+        raise
+    return outcome
+
+
+def _stop_workers(procs, events, handle) -> None:
+    """First Ctrl-C: SIGTERM (checkpoint and exit); after GRACE_S, or a second Ctrl-C, SIGKILL."""
+    alive = [p for p in procs if p.is_alive()]
+    print(
+        f"stopping: {len(alive)} worker(s) checkpoint their runs (Ctrl-C again to kill now)",
+        flush=True,
+    )
+    for p in alive:
+        os.kill(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    try:
+        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+            try:
+                handle(events.get(timeout=0.2))
+            except queue.Empty:
+                pass
+    except KeyboardInterrupt:
+        pass
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+        p.join(timeout=5)
+
+
+# -- in this process -----------------------------------------------------------------------------
+def _run_inprocess(runs, results, root, opts, on_progress, on_done) -> dict[int, tuple]:
+    import torch
+
+    torch.set_num_threads(1)
+    use_huge_pages()
+    outcome: dict[int, tuple] = {}
+    asked = [False]
+
+    def on_int(_sig, _frame):
+        if asked[0]:
+            raise KeyboardInterrupt  # the second Ctrl-C: now
+        asked[0] = True
+        print("stopping: the run checkpoints its step (Ctrl-C again to stop now)", flush=True)
+        request_stop()
+
+    previous = signal.signal(signal.SIGINT, on_int)
+    clear_stop()
+    try:
+        for i, cfg in enumerate(runs):
+            status, detail = _execute(
+                cfg,
+                results,
+                root,
+                opts,
+                (lambda s, i=i: on_progress(i, s)) if on_progress else None,
+            )
+            outcome[i] = (status, detail)
+            if on_done:
+                on_done(cfg, status)
+            if status == "stopped":
+                raise KeyboardInterrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        clear_stop()
+    return outcome
+
+
+# -- Ray -----------------------------------------------------------------------------------------
+def _ray_work(cfg, results, root, opts) -> tuple[str, str]:
+    import torch
+
+    torch.set_num_threads(1)
+    use_huge_pages()
+    return _execute(cfg, results, root, opts, None)
+
+
+def _run_ray(runs, results, root, workers, address, opts, on_done) -> dict[int, tuple]:
+    try:
+        import ray
+    except ImportError as e:
+        raise ValueError("the ray executor needs Ray: pip install 'ray>=2.9'") from e
+    started = False
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            num_cpus=None if address else workers,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+        started = True
+    outcome: dict[int, tuple] = {}
+    try:
+        remote = ray.remote(num_cpus=1)(_ray_work)
+        refs = {
+            remote.remote(cfg, str(Path(results).resolve()), root, opts): i
+            for i, cfg in enumerate(runs)
+        }
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                i = refs[ready[0]]
+                outcome[i] = ray.get(ready[0])
+                if on_done:
+                    on_done(runs[i], outcome[i][0])
+        except KeyboardInterrupt:
+            print("stopping: cancelling the Ray tasks (each resumes from its checkpoint)")
+            for ref in pending:
+                ray.cancel(ref)
+            raise
+    finally:
+        if started:
+            ray.shutdown()
+    return outcome
+
+
+EXECUTORS = ("local", "inprocess", "ray")
 
 
 def run_all(
@@ -34,67 +311,39 @@ def run_all(
     executor: str = "local",
     workers: int | None = None,
     address: str | None = None,
-    on_done: Callable[[RunConfig], None] | None = None,
+    on_done: DoneFn | None = None,
+    on_progress: ProgressFn | None = None,
+    options: RunOptions | None = None,
 ) -> list[Path]:
     """Execute every run; return their folders (in the order given).
 
     Args:
-        executor: ``local`` (process pool sized to the machine), ``inprocess`` (debugging), or
-            ``ray`` (``address`` of an existing cluster, or a local Ray if None).
+        executor: ``local`` (a pool of worker processes sized to the machine), ``inprocess``
+            (debugging), or ``ray`` (``address`` of an existing cluster, or a local Ray if None).
         workers: parallel runs (default: the machine's cores, at most the number of runs).
+
+    Raises:
+        SuiteFailed: some runs failed (the others are finished); KeyboardInterrupt on Ctrl-C.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; known executors: {', '.join(EXECUTORS)}")
+    opts = options or RunOptions()
     cores = os.cpu_count() or 1
     workers = max(1, min(workers or cores, len(runs) or 1))
-    threads = 1
     from harness.collect.build import data_root as default_data_root
 
     root = str(Path(data_root or default_data_root()).resolve())
-    out: dict[int, Path] = {}
     if executor == "inprocess" or (executor == "local" and workers == 1):
-        for i, cfg in enumerate(runs):
-            out[i] = Path(_work(cfg, str(results), root, threads))
-            if on_done:
-                on_done(cfg)
+        outcome = _run_inprocess(runs, results, root, opts, on_progress, on_done)
     elif executor == "local":
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futs = {
-                pool.submit(_work, cfg, str(results), root, threads): i
-                for i, cfg in enumerate(runs)
-            }
-            for fut in as_completed(futs):
-                out[futs[fut]] = Path(fut.result())
-                if on_done:
-                    on_done(runs[futs[fut]])
+        outcome = _run_pool(runs, results, root, workers, opts, on_progress, on_done)
     else:
-        try:
-            import ray
-        except ImportError as e:
-            raise ValueError("the ray executor needs Ray: pip install 'ray>=2.9'") from e
-        started = False
-        if not ray.is_initialized():
-            ray.init(
-                address=address,
-                num_cpus=None if address else workers,
-                include_dashboard=False,
-                log_to_driver=False,
-            )
-            started = True
-        try:
-            remote = ray.remote(num_cpus=1)(_work)
-            refs = {
-                remote.remote(cfg, str(Path(results).resolve()), root, threads): i
-                for i, cfg in enumerate(runs)
-            }
-            pending = list(refs)
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                i = refs[ready[0]]
-                out[i] = Path(ray.get(ready[0]))
-                if on_done:
-                    on_done(runs[i])
-        finally:
-            if started:
-                ray.shutdown()
-    return [out[i] for i in range(len(runs))]
+        outcome = _run_ray(runs, results, root, workers, address, opts, on_done)
+    failed = [(runs[i], d) for i, (s, d) in sorted(outcome.items()) if s == "failed"]
+    if failed:
+        cfg, line = failed[0]
+        raise SuiteFailed(
+            f"{len(failed)} of {len(runs)} run(s) failed; first: {cfg.run_id}: {line} "
+            f"(see error.txt in each run folder)"
+        )
+    return [run_dir(results, cfg) for cfg in runs]

@@ -134,11 +134,46 @@ def plot_profile(final: pd.DataFrame, out: Path) -> None:
     _save(fig, out, "profile")
 
 
-def build_report(rows: pd.DataFrame, out: Path, title: str, include_partial: bool = False) -> Path:
+def plot_training(train: pd.DataFrame, out: Path) -> bool:
+    """The learners' training losses (``train.csv``), mean over seeds: one panel per family ×
+    algorithm, every ``*loss*`` metric on a symlog axis — where a diverging run shows."""
+    train = train[train["metric"].str.contains("loss")]
+    if train.empty:
+        return False
+    fams = sorted(train["family"].unique())
+    algos = sorted(train["algorithm"].unique())
+    fig, axes = plt.subplots(
+        len(fams), len(algos), figsize=(3.6 * len(algos), 2.8 * len(fams)), squeeze=False
+    )
+    for r, fam in enumerate(fams):
+        for c, algo in enumerate(algos):
+            ax = axes[r][c]
+            sub = train[(train["family"] == fam) & (train["algorithm"] == algo)]
+            for metric, g in sub.groupby("metric"):
+                m = g.groupby("step")["value"].mean()
+                ax.plot(m.index, m.to_numpy(), lw=1, label=metric)
+            ax.set_yscale("symlog", linthresh=1e-2)
+            ax.set_title(f"{algo} · {fam}", fontsize=9)
+            ax.set_xlabel("meta-training steps", fontsize=8)
+            if len(sub):
+                ax.legend(fontsize=6)
+    _save(fig, out, "training")
+    return True
+
+
+def build_report(
+    rows: pd.DataFrame,
+    out: Path,
+    title: str,
+    include_partial: bool = False,
+    train: pd.DataFrame | None = None,
+) -> Path:
     """Figures, tables (CSV + markdown) and a README.md embedding them, under ``out``.
 
     Runs without ``done.json`` (column ``finished``) are drawn in the curves but left out of
     the final-score tables and the findings unless ``include_partial``; the README lists them.
+    ``train``: the runs' training logs (:func:`harness.runner.load_train_logs`), drawn as loss
+    curves when given.
     """
     out.mkdir(parents=True, exist_ok=True)
     curves = per_seed_curves(rows)
@@ -166,6 +201,7 @@ def build_report(rows: pd.DataFrame, out: Path, title: str, include_partial: boo
     plot_final(table, out)
     plot_aggregate(agg, out)
     plot_profile(final, out)
+    has_training = train is not None and plot_training(train, out)
     n_runs = final.groupby(["algorithm", "family", "seed"]).ngroups
     text = [
         f"# {title}",
@@ -203,6 +239,15 @@ def build_report(rows: pd.DataFrame, out: Path, title: str, include_partial: boo
         to_markdown(findings) if len(findings) else "No claim of the paper is answerable here.",
         "",
     ]
+    if has_training:
+        text += [
+            "## Training losses",
+            "",
+            "From each run's `train.csv`, mean over seeds.",
+            "",
+            "![training losses](training.png)",
+            "",
+        ]
     if len(partial):
         text += [
             "## Partial runs",

@@ -4,13 +4,17 @@ A run lives in ``<results>/<suite>/runs/<algorithm>__<family>__seed<k>/``:
 
 * ``config.json`` — the full run config; a different config in the same folder is refused;
 * ``metrics.csv`` — tidy rows, one per (evaluation step, test task);
-* ``checkpoint.pt`` — learner, optimizers, RNG states, step and the number of metric rows,
-  written atomically after the rows it covers;
-* ``done.json`` — written last.
+* ``train.csv`` — the learner's ``train/…`` metrics every ``log_every`` steps;
+* ``checkpoint.pt`` — learner, optimizers, RNG states, step and the number of rows of both CSVs,
+  written atomically after the rows it covers (at every evaluation, and when asked to stop);
+* ``final.pt`` — the trained learner, kept after the run (``python -m harness evaluate``);
+* ``done.json`` — written last; ``error.txt`` — the one-line error of a failed attempt;
+* ``.lock`` — held while a process executes the run: a second process skips it (:class:`RunBusy`).
 
-Resuming after a kill reloads the checkpoint and cuts ``metrics.csv`` back to the rows it
-covers; the evaluation points after it are recomputed from the restored RNG states, so a resumed
-run writes exactly the rows an uninterrupted one would — none lost, none duplicated.
+Resuming after a kill reloads the checkpoint and cuts both CSVs back to the rows it covers; the
+steps after it are recomputed from the restored RNG states, so a resumed run writes exactly the
+rows an uninterrupted one would — none lost, none duplicated. Nothing the run writes depends on
+``log_every`` or TensorBoard, which are how a run is watched, not what it computes.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
 from annotated_types import Interval
+from filelock import FileLock, Timeout
 
 from algorithms.base import PositiveInt, learner_class, make_config
 from envs import make_family
@@ -61,6 +68,31 @@ Fraction = Annotated[float, Interval(gt=0.0, le=1.0)]
 
 class RunError(RuntimeError):
     """A run cannot start or resume as asked (config mismatch, bad checkpoint …)."""
+
+
+class RunBusy(RunError):
+    """Another process holds the run's lock: it is being executed elsewhere right now."""
+
+
+class RunInterrupted(Exception):
+    """A stop was requested (:func:`request_stop`); the run checkpointed its current step."""
+
+    def __init__(self, out: Path, step: int):
+        super().__init__(f"{out.name} stopped at step {step}")
+        self.out, self.step = out, step
+
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask the run executing in this process to checkpoint at its next step and stop
+    (what the executors do on the first Ctrl-C)."""
+    _STOP.set()
+
+
+def clear_stop() -> None:
+    _STOP.clear()
 
 
 @dataclass(frozen=True)
@@ -136,11 +168,14 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def _truncate_rows(path: Path, n_rows: int) -> None:
-    """Keep the header and the first ``n_rows`` data rows of a metrics CSV."""
+    """Keep the header and the first ``n_rows`` data rows of a CSV (none at all for 0)."""
     if not path.exists():
         return
     with open(path, newline="") as f:
         lines = f.readlines()
+    if n_rows == 0:
+        path.unlink()
+        return
     keep = lines[: 1 + n_rows]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
@@ -148,10 +183,15 @@ def _truncate_rows(path: Path, n_rows: int) -> None:
     os.replace(tmp, path)
 
 
-def _append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+def _append_rows(path: Path, rows: list[dict[str, Any]], columns: list[str] = COLUMNS) -> None:
+    if not rows:
+        return
     new = not path.exists()
+    if not new:  # the header of the first rows fixes the columns (train metrics are per learner)
+        with open(path, newline="") as f:
+            columns = next(csv.reader(f))
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if new:
             w.writeheader()
         w.writerows(rows)
@@ -159,7 +199,12 @@ def _append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         os.fsync(f.fileno())
 
 
-def _check_config(out: Path, cfg: RunConfig) -> None:
+def check_run_folder(results: Path, cfg: RunConfig) -> None:
+    """Refuse, writing nothing, a run folder that holds a run of another config."""
+    _check_config(run_dir(results, cfg), cfg, create=False)
+
+
+def _check_config(out: Path, cfg: RunConfig, create: bool = True) -> None:
     path = out / "config.json"
     if path.exists():
         old = json.loads(path.read_text())
@@ -171,7 +216,7 @@ def _check_config(out: Path, cfg: RunConfig) -> None:
                 f"{out} holds a run with a different config (differs in: {', '.join(diff)}); "
                 "use another --results folder or suite name, or delete that run"
             )
-    else:
+    elif create:
         out.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name("config.json.tmp")
         tmp.write_text(json.dumps(cfg.to_json(), indent=2, sort_keys=True) + "\n")
@@ -184,6 +229,10 @@ def execute_run(
     data_root: Path | None = None,
     progress: bool = False,
     stop_after_evals: int | None = None,
+    on_step: Callable[[int], None] | None = None,
+    log_every: int = 10,
+    tensorboard: bool = False,
+    keep_final: bool = True,
 ) -> Path:
     """Run (or resume, or skip if finished) one run; return its folder.
 
@@ -193,9 +242,44 @@ def execute_run(
         data_root: dataset cache root (default ``$OMRL_DATA`` or ``./data``).
         progress: show a progress bar.
         stop_after_evals: stop after this many new evaluation points (tests of resuming).
+        on_step: called with the step count after every meta-step (progress bars).
+        log_every: write the learner's training metrics to ``train.csv`` every this many steps.
+        tensorboard: also write them as TensorBoard events under ``tb/``.
+        keep_final: keep the trained learner as ``final.pt``.
+
+    Raises:
+        RunBusy: another process is executing this run.
+        RunInterrupted: :func:`request_stop` was called; the current step is checkpointed.
     """
     out = run_dir(results, cfg)
     _check_config(out, cfg)
+    lock = FileLock(out / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunBusy(
+            f"{out.name} is being executed by another process (lock {out / '.lock'})"
+        ) from None
+    try:
+        (out / "error.txt").unlink(missing_ok=True)
+        return _execute_locked(
+            cfg,
+            out,
+            data_root,
+            progress,
+            stop_after_evals,
+            on_step,
+            log_every,
+            tensorboard,
+            keep_final,
+        )
+    finally:
+        lock.release()
+
+
+def _execute_locked(
+    cfg, out, data_root, progress, stop_after_evals, on_step, log_every, tensorboard, keep_final
+) -> Path:
     family = make_family(cfg.family)
     data_dir = require_dataset(cfg.family, cfg.data_budget, cfg.data_seed, data_root)
     dataset_sha = manifest_hash(data_dir)
@@ -218,10 +302,11 @@ def execute_run(
     gen = torch.Generator().manual_seed(cfg.seed)
 
     metrics_path, ckpt_path = out / "metrics.csv", out / "checkpoint.pt"
-    step, n_rows, wall = 0, 0, 0.0
+    train_path = out / "train.csv"
+    step, n_rows, n_train, wall = 0, 0, 0, 0.0
     if ckpt_path.exists():
         try:
-            ckpt = torch.load(ckpt_path, weights_only=False)
+            ckpt = torch.load(ckpt_path, weights_only=True)
         except Exception as e:  # a torn or foreign file
             raise RunError(f"{ckpt_path}: unreadable checkpoint ({e}); delete it to restart") from e
         if ckpt.get("config_digest") != cfg.digest():
@@ -233,9 +318,16 @@ def execute_run(
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         step, n_rows, wall = ckpt["step"], ckpt["rows"], ckpt["wall_time"]
+        n_train = ckpt.get("train_rows", 0)
     _truncate_rows(metrics_path, n_rows)
-    if n_rows == 0 and metrics_path.exists():
-        metrics_path.unlink()
+    _truncate_rows(train_path, n_train)
+    writer = None
+    if tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a killed attempt wrote after the checkpoint
+        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)
+    pending: list[dict[str, Any]] = []  # train rows not yet on disk
 
     random = random_scores(family, test, ecfg.episodes, cfg.seed)
     metric = "return" if family.score == "return" else "success"
@@ -248,6 +340,28 @@ def execute_run(
 
         bar = tqdm(total=cfg.steps, initial=step, desc=cfg.run_id, unit="step", leave=False)
     t0 = time.perf_counter() - wall
+
+    def checkpoint() -> None:
+        """Append the pending training rows, then save what both CSVs' rows cover."""
+        nonlocal n_train
+        if pending:
+            names = sorted(k for k in pending[0] if k not in ("step", "wall_time"))
+            _append_rows(train_path, pending, ["step", "wall_time", *names])
+        n_train += len(pending)
+        pending.clear()
+        _atomic_torch_save(
+            {
+                "learner": learner.state_dict(),
+                "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+                "rows": n_rows,
+                "train_rows": n_train,
+                "wall_time": time.perf_counter() - t0,
+                "config_digest": cfg.digest(),
+            },
+            ckpt_path,
+        )
 
     def evaluate_and_checkpoint() -> None:
         """Score the learner at ``step``, append the rows, then checkpoint what they cover."""
@@ -270,18 +384,7 @@ def execute_run(
             )
         _append_rows(metrics_path, rows)
         n_rows += len(rows)
-        _atomic_torch_save(
-            {
-                "learner": learner.state_dict(),
-                "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "rows": n_rows,
-                "wall_time": now,
-                "config_digest": cfg.digest(),
-            },
-            ckpt_path,
-        )
+        checkpoint()
 
     evals_done = 0
     if step == 0 and n_rows == 0:  # the start of every curve: the untrained learner
@@ -297,26 +400,53 @@ def execute_run(
             inner_quality=cfg.inner_quality,
             inner_fraction=cfg.inner_fraction,
         )
-        learner.train_step(batch)  # train_step moves it to the learner's device
+        try:
+            train_metrics = learner.train_step(batch)  # moves the batch to the learner's device
+        except Exception as e:
+            raise RunError(
+                f"learner {cls.name} failed in meta_train_step at step {step + 1}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
         step += 1
+        if step % log_every == 0:
+            row = {n.removeprefix("train/"): float(v) for n, v in sorted(train_metrics.items())}
+            pending.append({"step": step, "wall_time": round(time.perf_counter() - t0, 3), **row})
+            if writer is not None:
+                for name, value in train_metrics.items():
+                    writer.add_scalar(name, float(value), step)
         if bar is not None:
             bar.update(1)
+        if on_step is not None:
+            on_step(step)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             evaluate_and_checkpoint()
             evals_done += 1
             if stop_after_evals is not None and evals_done >= stop_after_evals:
                 break
-    if bar is not None:
-        bar.close()
-    for env in envs.values():
-        env.close()
+        elif _STOP.is_set():
+            checkpoint()
+        if _STOP.is_set() and step < cfg.steps:
+            _close(bar, envs, writer)
+            raise RunInterrupted(out, step)
+    _close(bar, envs, writer)
     if step >= cfg.steps:
+        if keep_final:
+            _atomic_torch_save(learner.state_dict(), out / "final.pt")
         (out / "done.json").write_text(
             json.dumps({"steps": step, "rows": n_rows, "dataset_sha256": dataset_sha}) + "\n"
         )
         if not cfg.keep_checkpoint:
             ckpt_path.unlink(missing_ok=True)
     return out
+
+
+def _close(bar, envs, writer) -> None:
+    if bar is not None:
+        bar.close()
+    for env in envs.values():
+        env.close()
+    if writer is not None:
+        writer.close()
 
 
 def load_results(results_suite_dir):
@@ -341,3 +471,99 @@ def load_results(results_suite_dir):
                 f"({', '.join(hashes)}); refusing to compare them"
             )
     return rows
+
+
+PLAN = "plan.json"
+"""``<results>/<suite>/plan.json``: the run configs of the last launch (what ``status`` expects)."""
+
+
+def write_plan(results: Path, suite: str, runs: list[RunConfig]) -> None:
+    """Record which runs a launch asked for, merged with earlier launches' (atomic)."""
+    path = Path(results) / suite / PLAN
+    old = json.loads(path.read_text()) if path.exists() else {}
+    plan = {**old, **{cfg.run_id: cfg.to_json() for cfg in runs}}
+    if plan == old:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(PLAN + ".tmp")
+    tmp.write_text(json.dumps(plan, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_plan(suite_dir: Path) -> list[RunConfig]:
+    path = Path(suite_dir) / PLAN
+    if not path.exists():
+        return []
+    return [RunConfig(**c) for c in json.loads(path.read_text()).values()]
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a run folder says about its run, read from its files alone (cheap: no checkpoint)."""
+
+    run_id: str
+    status: str
+    """done | partial | failed | not started"""
+    step: int = 0
+    """the last evaluated step"""
+    steps: int | None = None
+    score: float | None = None
+    """mean over test tasks at the last evaluated step (return, or success where scored so)"""
+    seconds_per_step: float | None = None
+    error: str = ""
+
+
+def _last_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return []
+    last = rows[-1]["step"]
+    return [r for r in rows if r["step"] == last]
+
+
+def run_state(folder: Path, steps: int | None = None) -> RunState:
+    """The state of the run in ``folder`` (which may not exist yet)."""
+    folder = Path(folder)
+    if steps is None and (folder / "config.json").exists():
+        steps = json.loads((folder / "config.json").read_text()).get("steps")
+    metrics = folder / "metrics.csv"
+    rows = _last_rows(metrics) if metrics.exists() else []
+    step, score, rate = 0, None, None
+    if rows:
+        step = int(rows[0]["step"])
+        col = "post_success" if rows[0]["post_success"] not in ("", "nan") else "post_return"
+        score = sum(float(r[col]) for r in rows) / len(rows)
+        wall = float(rows[0]["wall_time"])
+        rate = wall / step if step else None
+    if (folder / "done.json").exists():
+        return RunState(folder.name, "done", step, steps, score, rate)
+    if (folder / "error.txt").exists():
+        err = (folder / "error.txt").read_text().strip()
+        return RunState(folder.name, "failed", step, steps, score, rate, err)
+    if rows:
+        return RunState(folder.name, "partial", step, steps, score, rate)
+    return RunState(folder.name, "not started", 0, steps)
+
+
+def load_train_logs(results_suite_dir):
+    """Every run's ``train.csv`` (one folder, or several) as one long DataFrame: suite,
+    algorithm, family, seed, step, metric, value. Empty if no run logged anything."""
+    import pandas as pd
+
+    dirs = [results_suite_dir] if isinstance(results_suite_dir, str | Path) else results_suite_dir
+    frames = []
+    for p in sorted(p for d in dirs for p in Path(d).glob("runs/*/train.csv")):
+        cfg = json.loads((p.parent / "config.json").read_text())
+        df = pd.read_csv(p).drop(columns=["wall_time"])
+        long = df.melt(id_vars="step", var_name="metric", value_name="value")
+        frames.append(
+            long.assign(
+                suite=cfg["suite"],
+                algorithm=cfg.get("label") or learner_class(cfg["algorithm"]).name,
+                family=cfg["family"],
+                seed=cfg["seed"],
+            )
+        )
+    cols = ["suite", "algorithm", "family", "seed", "step", "metric", "value"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)

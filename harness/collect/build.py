@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +200,36 @@ def reference_returns(family, task_index: int, episodes: int, seed: int) -> dict
     return out
 
 
-def _run_chunk(family_name: str, chunk: list[int], budget, seed: int, out_dir: str, show: bool):
-    """Generate and write one chunk (runs in a worker process or in-process)."""
+def _chunk_env_steps(family, chunk: list[int], budget) -> int:
+    if isinstance(budget, SACBudget):
+        return budget.steps_per_task * len(chunk)
+    return len(chunk) * budget.episodes_per_task * family.horizon
+
+
+class _QueueTicks:
+    """A worker's progress: environment steps sent to the parent in batches (cheap)."""
+
+    def __init__(self, q, every: int = 2000):
+        self.q, self.every, self.n = q, every, 0
+
+    def __call__(self, n: int) -> None:
+        self.n += n
+        if self.n >= self.every:
+            self.q.put(self.n)
+            self.n = 0
+
+    def flush(self) -> None:
+        if self.n:
+            self.q.put(self.n)
+            self.n = 0
+
+
+def _run_chunk(
+    family_name: str, chunk: list[int], budget, seed: int, out_dir: str, show: bool, ticks=None
+):
+    """Generate and write one chunk (runs in a worker process or in-process).
+
+    ``ticks``: a queue that receives environment-step counts (the parent's progress bar)."""
     torch.set_num_threads(1)  # bytes must not depend on how many workers share the machine
     t0 = time.perf_counter()
     family = make_family(family_name)
@@ -210,19 +238,14 @@ def _run_chunk(family_name: str, chunk: list[int], budget, seed: int, out_dir: s
     if show:
         from tqdm import tqdm
 
-        total = (
-            budget.steps_per_task * len(chunk)
-            if isinstance(budget, SACBudget)
-            else len(chunk) * budget.episodes_per_task * family.horizon
-        )
         bar = tqdm(
-            total=total,
+            total=_chunk_env_steps(family, chunk, budget),
             desc=f"{family_name} tasks {chunk[0]}–{chunk[-1]}",
             unit="step",
             unit_scale=True,
             leave=False,
         )
-    tick = bar.update if bar is not None else None
+    tick = bar.update if bar is not None else (_QueueTicks(ticks) if ticks is not None else None)
     state_dir = Path(out_dir) / f"_chunk_{chunk[0]:04d}"
     if _collector_key(budget) == "conditioned":
         state_dir.mkdir(exist_ok=True)
@@ -231,6 +254,8 @@ def _run_chunk(family_name: str, chunk: list[int], budget, seed: int, out_dir: s
     )
     if bar is not None:
         bar.close()
+    if isinstance(tick, _QueueTicks):
+        tick.flush()
     ref_episodes = 1 if family.collector == "scripted" else 3
     entries = {}
     for task_index, episodes in zip(chunk, per_task):
@@ -331,17 +356,35 @@ def build(
         for chunk in todo:
             record(_run_chunk(family_name, chunk, b, seed, str(out), progress))
     else:
+        import multiprocessing as mp
+        import queue
+
         from tqdm import tqdm
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futs = [pool.submit(_run_chunk, family_name, c, b, seed, str(out), False) for c in todo]
-            for fut in tqdm(
-                as_completed(futs),
-                total=len(futs),
-                desc=f"{family_name} chunks",
-                disable=not progress,
-            ):
-                record(fut.result())
+        fam = make_family(family_name)
+        total = sum(_chunk_env_steps(fam, c, b) for c in todo)
+        bar = tqdm(
+            total=total,
+            desc=f"{family_name} env steps",
+            unit="step",
+            unit_scale=True,
+            disable=not progress,
+        )
+        with mp.Manager() as manager, ProcessPoolExecutor(max_workers=workers) as pool:
+            q = manager.Queue()
+            pending = {
+                pool.submit(_run_chunk, family_name, c, b, seed, str(out), False, q) for c in todo
+            }
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                try:
+                    while True:
+                        bar.update(q.get_nowait())
+                except queue.Empty:
+                    pass
+                for fut in finished:
+                    record(fut.result())
+        bar.close()
     if stop_after_chunks is not None and not all(str(t) in done for t in family.all_indices):
         return out
     manifest = {
