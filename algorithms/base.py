@@ -71,8 +71,15 @@ class OfflineMetaLearner(ABC):
             other = OfflineMetaLearner._registry[name]
             if (other.__module__, other.__qualname__) != (cls.__module__, cls.__qualname__):
                 raise ValueError(f"learner name {name!r} is already used by {other.__qualname__}")
-        if not dataclasses.is_dataclass(cls.__dict__.get("Config", getattr(cls, "Config", None))):
+        config = cls.__dict__.get("Config", getattr(cls, "Config", None))
+        if not dataclasses.is_dataclass(config):
             raise TypeError(f"{cls.__qualname__}.Config must be a dataclass")
+        missing = [f for f in BATCH_FIELDS if f not in {x.name for x in dataclasses.fields(config)}]
+        if missing:
+            raise TypeError(
+                f"{cls.__qualname__}.Config lacks {', '.join(missing)}: the harness draws every "
+                f"meta-batch with {', '.join(BATCH_FIELDS)}"
+            )
         OfflineMetaLearner._registry[name] = cls
 
     def __init__(

@@ -13,7 +13,7 @@ import torch
 
 @dataclass(frozen=True)
 class Transitions:
-    """Offline transitions with the SPEC §2 fields; leading dims are free (``[..., batch]``).
+    """Offline transitions with the protocol §2 fields; leading dims are free (``[..., batch]``).
 
     Attributes:
         obs: ``[..., B, obs_dim]``
@@ -60,7 +60,7 @@ class MetaBatch:
     """One meta-training batch: per sampled train task an inner (support) and outer (query) batch.
 
     Attributes:
-        inner: ``Transitions`` shaped ``[tasks, inner_batch, ...]`` (consecutive rows, SPEC §4).
+        inner: ``Transitions`` shaped ``[tasks, inner_batch, ...]`` (consecutive rows, protocol §4).
         outer: ``Transitions`` shaped ``[tasks, outer_batch, ...]`` (uniform rows).
         task_ids: ``[tasks]`` positions of the sampled tasks among the train tasks (0..n_train−1).
     """
@@ -75,3 +75,37 @@ class MetaBatch:
     @property
     def n_tasks(self) -> int:
         return int(self.task_ids.shape[0])
+
+
+def synthetic_meta_batch(
+    tasks: int, inner: int, outer: int, obs_dim: int, act_dim: int, seed: int = 0
+) -> MetaBatch:
+    """A meta-batch of random numbers with the right shapes and ranges: for timing a step
+    (``run --dry-run``) and for checking a learner's interface, never for learning."""
+    g = torch.Generator().manual_seed(seed)
+
+    def part(n: int) -> Transitions:
+        def f(*s):
+            return torch.randn(tasks, n, *s, generator=g)
+
+        return Transitions(
+            obs=f(obs_dim),
+            action=f(act_dim).clamp(-0.9, 0.9),
+            reward=f(),
+            next_obs=f(obs_dim),
+            done=torch.zeros(tasks, n),
+            mc_return=f(),
+            terminal_obs=f(obs_dim),
+            terminal_discount=torch.rand(tasks, n, generator=g),
+        )
+
+    return MetaBatch(part(inner), part(outer), torch.arange(tasks))
+
+
+def batch_part(tr: Transitions, parts: int, i: int) -> Transitions:
+    """The i-th of ``parts`` equal slices along the batch dim (dim 1): the inner batch split
+    between several inner steps."""
+    if parts == 1:
+        return tr
+    n = tr.reward.shape[1] // parts
+    return tr.map(lambda x: x[:, i * n : (i + 1) * n])

@@ -1,8 +1,8 @@
 """MACAW: Meta-Actor Critic with Advantage Weighting (Mitchell et al., ICML 2021).
 
 Reference: arXiv 2008.06043 and the authors' code (github.com/eric-mitchell/macaw, ``src/macaw.py``
-``train_step`` / ``eval_macaw``, config ``config/alg/standard.json``). SPEC §4 lists every detail
-kept here. One meta-iteration, for each sampled train task (all tasks at once, see
+``train_step`` / ``eval_macaw``, config ``config/alg/standard.json``). Every detail kept
+here: protocol §4. One meta-iteration, for each sampled train task (all tasks at once, see
 ``algorithms/networks.py``):
 
 1. inner value step (SGD, learned per-tensor lrs) on MSE(V(s), mc_return) — pure Monte Carlo;
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
-from algorithms.batch import MetaBatch, Transitions
+from algorithms.batch import MetaBatch, Transitions, batch_part
 from algorithms.networks import (
     MetaMLP,
     NetState,
@@ -95,14 +95,6 @@ class StatePolicy(Policy):
         return torch.tanh(out[0])
 
 
-def _split(tr: Transitions, parts: int, i: int) -> Transitions:
-    """The i-th of ``parts`` equal slices along the batch dim (dim 1)."""
-    if parts == 1:
-        return tr
-    n = tr.reward.shape[1] // parts
-    return tr.map(lambda x: x[:, i * n : (i + 1) * n])
-
-
 class MACAW(OfflineMetaLearner):
     name = "macaw"
     Config = MACAWConfig
@@ -142,7 +134,7 @@ class MACAW(OfflineMetaLearner):
         self, v_state: NetState, trs: list[Transitions], v_last: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
         """A = mc_return + γ^(T−t)·V(s_T) − V(s) with the adapted V, for several batches in one
-        forward pass (no gradient: SPEC §4 step 4). ``v_last``: V(s) of the last batch, already
+        forward pass (no gradient: protocol §4 step 4). ``v_last``: V(s) of the last batch, already
         computed (the outer value loss evaluates it), so it is not evaluated again."""
         chunks = [x for tr in trs for x in (tr.obs, tr.terminal_obs)]
         if v_last is not None:
@@ -164,7 +156,7 @@ class MACAW(OfflineMetaLearner):
         target = state.detach()  # a copy of the pre-adaptation V
         losses = []
         for i in range(steps):
-            sub = _split(tr, steps, i)
+            sub = batch_part(tr, steps, i)
             loss = (self._v(state, sub.obs) - sub.mc_return).pow(2).mean(-1).sum()
             state = state.step(inner_grads(loss, state, create_graph), lrs)
             with torch.no_grad():  # target ← 0.9·target + 0.1·adapted (authors' soft_update)
@@ -191,7 +183,7 @@ class MACAW(OfflineMetaLearner):
         state = self.policy.state(tr.reward.shape[0])
         losses, head_losses = [], []
         for i, adv in enumerate(advs):
-            sub = _split(tr, len(advs), i)
+            sub = batch_part(tr, len(advs), i)
             awr, head_loss, _ = self._policy_terms(state, sub, adv, True)
             per_row = awr if head_loss is None else awr + lam * head_loss
             loss = per_row.mean(-1).sum()
@@ -220,7 +212,7 @@ class MACAW(OfflineMetaLearner):
         """Inner policy adaptation, then per-task outer AWR loss [T] and metrics."""
         cfg = self.config
         steps = cfg.inner_steps
-        subs = [_split(batch.inner, steps, i) for i in range(steps)]
+        subs = [batch_part(batch.inner, steps, i) for i in range(steps)]
         *inner_advs, outer_adv = self._advantages(v_state, [*subs, batch.outer], v_outer)
         p_state, inner_p, head = self._adapt_policy(batch.inner, inner_advs, not cfg.first_order)
         outer_awr, _, w = self._policy_terms(p_state, batch.outer, outer_adv, head=False)
@@ -253,7 +245,7 @@ class MACAW(OfflineMetaLearner):
         )
         outer_v, v_outer = self._value_outer(batch.outer, v_state, v_target)
         outer_p, metrics = self._policy_outer(batch, v_state, v_outer)
-        loss = (outer_v.sum() + outer_p.sum()) / self.n_train_tasks  # SPEC §4 step 7
+        loss = (outer_v.sum() + outer_p.sum()) / self.n_train_tasks  # protocol §4 step 7
         return loss, {**self._common_metrics(batch.n_tasks, inner_v, outer_v), **metrics}
 
     def flush_grads(self) -> None:
@@ -278,7 +270,7 @@ class MACAW(OfflineMetaLearner):
         steps = self.config.test_inner_steps
         with torch.enable_grad():
             v_state, _, _ = self._adapt_value(tr, steps, create_graph=False)
-            advs = self._advantages(v_state, [_split(tr, steps, i) for i in range(steps)])
+            advs = self._advantages(v_state, [batch_part(tr, steps, i) for i in range(steps)])
             p_state, _, _ = self._adapt_policy(tr, advs, create_graph=False)
         return StatePolicy(self.policy, p_state.detach())
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
-from algorithms.batch import MetaBatch, Transitions
-from algorithms.macaw import StatePolicy, _split
+from algorithms.batch import MetaBatch, Transitions, batch_part
+from algorithms.macaw import StatePolicy
 from algorithms.networks import MetaMLP, NetState, gaussian_log_prob, inner_grads, inverse_softplus
 
 
@@ -76,7 +76,7 @@ class MetaBC(OfflineMetaLearner):
         state = self.policy.state(tr.reward.shape[0])
         losses = []
         for i in range(steps):
-            loss = self._nll(state, _split(tr, steps, i)).sum()
+            loss = self._nll(state, batch_part(tr, steps, i)).sum()
             state = state.step(inner_grads(loss, state, create_graph), lrs)
             losses.append(loss.item())
         return state, sum(losses) / len(losses)

@@ -8,7 +8,7 @@ summed over tasks, and since task ``t`` only touches slice ``t`` of every per-ta
 through the step with ``create_graph=True`` — this is MAML written with ``torch.func``-style pure
 functions of the parameters (learn2learn's 0.2.0 release cannot be built on Python ≥ 3.11).
 
-Layers (SPEC §4, the authors' ``src/nn.py``):
+Layers (protocol §4, the authors' ``src/nn.py``):
 
 * **Weight transform** (``WLinear``): a latent ``z ∈ R^k`` and a linear map ``θ = z A + c``
   (row-vector convention, ``A`` stored ``[k, P]`` so the products with it stream it row by row)

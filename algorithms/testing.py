@@ -1,0 +1,176 @@
+"""A conformance kit for learners: what the harness relies on, checked in seconds.
+
+Call it from your own pytest file (as d3rlpy's shared algorithm tester is used)::
+
+    from algorithms.testing import check_learner
+    from my_package import MyLearner
+
+    def test_my_learner_conforms():
+        check_learner(MyLearner, config={"width": 16})
+
+Each check raises :class:`ConformanceError` with one line naming the learner and the broken
+contract point. The checks, in order:
+
+1. **config** — ``Config`` is a dataclass with the batch fields the harness samples
+   (``tasks_per_batch``, ``inner_batch``, ``outer_batch``), valid at its defaults and with
+   ``config``'s overrides;
+2. **step** — ``train_step`` on a synthetic meta-batch returns a dict of finite floats named
+   ``train/…``;
+3. **adapt** — ``adapt`` returns a :class:`~algorithms.base.Policy` whose actions are finite,
+   shaped ``[B, act_dim]`` and within [−1, 1] (and ``prior_policy`` too, if defined);
+4. **seeding** — two learners of the same seed give the same losses;
+5. **round trip** — a learner restored from ``state_dict`` takes the next step with the same
+   losses and acts the same as the original: state kept outside modules, optimizers and tensor
+   attributes would make a resumed run differ from an uninterrupted one;
+6. **device** — every parameter and tensor attribute lives on the learner's device.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from algorithms.base import BATCH_FIELDS, OfflineMetaLearner, Policy, make_config
+from algorithms.batch import MetaBatch, synthetic_meta_batch
+
+OBS, ACT, N_TRAIN = 7, 3, 6
+
+
+class ConformanceError(AssertionError):
+    """A learner breaks a point of the harness's contract."""
+
+
+def _fail(cls, point: str, what: str) -> ConformanceError:
+    return ConformanceError(f"{cls.__name__} ({point}): {what}")
+
+
+def _batch(cfg, seed: int) -> MetaBatch:
+    tasks = min(cfg.tasks_per_batch, N_TRAIN)
+    return synthetic_meta_batch(tasks, cfg.inner_batch, cfg.outer_batch, OBS, ACT, seed)
+
+
+def check_policy_actions(name: str, policy: Any, obs: torch.Tensor, act_dim: int) -> None:
+    """What the harness checks at run time on every adapted policy (one line on failure)."""
+    if not isinstance(policy, Policy):
+        raise ValueError(
+            f"learner {name}: adapt returned {type(policy).__name__}, not a Policy "
+            "(subclass algorithms.base.Policy and implement act)"
+        )
+    a = policy(obs)
+    if not isinstance(a, torch.Tensor) or tuple(a.shape) != (obs.shape[0], act_dim):
+        shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+        raise ValueError(
+            f"learner {name}: actions shaped {shape}, expected {(obs.shape[0], act_dim)}"
+        )
+    if not torch.isfinite(a).all():
+        raise ValueError(f"learner {name}: the policy returned non-finite actions (NaN or inf)")
+    worst = float(a.abs().max())
+    if worst > 1.0 + 1e-6:
+        raise ValueError(
+            f"learner {name}: actions must lie in [-1, 1] (the harness scales them to the "
+            f"env's bounds); got |a| up to {worst:.3g}"
+        )
+
+
+def _losses(metrics: Any, cls) -> dict[str, float]:
+    if not isinstance(metrics, dict):
+        raise _fail(cls, "step", f"meta_train_step returned {type(metrics).__name__}, not a dict")
+    out = {}
+    for k, v in metrics.items():
+        if not isinstance(k, str) or not k.startswith("train/"):
+            raise _fail(cls, "step", f"metric {k!r} is not named 'train/…'")
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise _fail(cls, "step", f"metric {k} = {v!r} is not a float") from None
+        if not math.isfinite(f):
+            raise _fail(cls, "step", f"metric {k} = {f} on a synthetic batch")
+        out[k] = f
+    return out
+
+
+def check_learner(
+    cls: type[OfflineMetaLearner], config: dict[str, Any] | None = None, device: str = "cpu"
+) -> None:
+    """Run every conformance check on ``cls`` (small ``config`` overrides keep it fast)."""
+    # 1. config
+    if not (isinstance(cls, type) and issubclass(cls, OfflineMetaLearner)):
+        raise ConformanceError(f"{cls!r} is not a subclass of OfflineMetaLearner")
+    try:
+        cfg = make_config(cls, config)
+    except (ValueError, TypeError) as e:
+        raise _fail(cls, "config", str(e)) from None
+    for f in BATCH_FIELDS:
+        if not isinstance(getattr(cfg, f, None), int):
+            raise _fail(cls, "config", f"Config.{f} must be an int")
+
+    def make(seed: int = 0) -> OfflineMetaLearner:
+        return cls(OBS, ACT, N_TRAIN, cfg, device=device, seed=seed)
+
+    # 2. step
+    learner = make()
+    batch = _batch(cfg, seed=1)
+    try:
+        _losses(learner.train_step(batch), cls)
+    except ConformanceError:
+        raise
+    except Exception as e:
+        raise _fail(cls, "step", f"meta_train_step raised {type(e).__name__}: {e}") from e
+    if learner.steps != 1:
+        raise _fail(cls, "step", "train_step must count steps (do not override it)")
+
+    # 3. adapt
+    support = _batch(cfg, seed=2).inner.map(lambda x: x[0])
+    obs = torch.randn(9, OBS, generator=torch.Generator().manual_seed(3)).to(device)
+    try:
+        check_policy_actions(cls.__name__, learner.adapt(support.to(device)), obs, ACT)
+        try:
+            prior = learner.prior_policy()
+        except NotImplementedError:
+            prior = None
+        if prior is not None:
+            check_policy_actions(cls.__name__, prior, obs, ACT)
+    except ValueError as e:
+        raise _fail(cls, "adapt", str(e)) from None
+
+    # 4. seeding (before the round trip: unseeded randomness would fail that too)
+    torch.manual_seed(6)
+    one = _losses(make(seed=7).train_step(batch), cls)
+    torch.manual_seed(6)
+    two = _losses(make(seed=7).train_step(batch), cls)
+    if one != two:
+        raise _fail(cls, "seeding", "two learners of the same seed gave different losses")
+
+    # 5. round trip: a restored learner continues exactly as the original
+    restored = make(seed=123)
+    restored.load_state_dict(learner.state_dict())
+    nxt = _batch(cfg, seed=4)
+    torch.manual_seed(5)
+    a = _losses(learner.train_step(nxt), cls)
+    torch.manual_seed(5)
+    b = _losses(restored.train_step(nxt), cls)
+    if a != b:
+        diff = sorted(k for k in a if a[k] != b.get(k))
+        raise _fail(
+            cls,
+            "round trip",
+            f"a learner restored from state_dict took a different step ({', '.join(diff)}): "
+            "keep all state in nn.Modules, optimizers or tensor attributes",
+        )
+    with torch.no_grad():
+        pa, pb = learner.adapt(support.to(device))(obs), restored.adapt(support.to(device))(obs)
+    if not torch.equal(pa, pb):
+        raise _fail(cls, "round trip", "a restored learner acts differently after adapt")
+
+    # 6. device
+    want = torch.device(device)
+    for k, v in vars(learner).items():
+        if isinstance(v, torch.nn.Module):
+            tensors = [*v.parameters(), *v.buffers()]
+        else:
+            tensors = [v] if isinstance(v, torch.Tensor) else []
+        for t in tensors:
+            if t.device.type != want.type:
+                raise _fail(cls, "device", f"{k} lives on {t.device}, not {want}")
