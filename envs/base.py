@@ -1,6 +1,6 @@
 """Task families: what a task is and how its environment is built.
 
-A *task family* is a distribution of MDPs sharing observation and action spaces (SPEC §1). It
+A *task family* is a distribution of MDPs sharing observation and action spaces (protocol §1). It
 fixes the list of tasks, the train/test split, the horizon and what is scored. This package knows
 nothing of learning or of datasets; the harness joins it to the learners.
 """
@@ -123,18 +123,21 @@ def register_family_prefix(prefix: str, factory: Callable[[str], TaskFamily]) ->
     _PREFIXES[prefix] = factory
 
 
-def _register_builtin() -> None:
+def register_builtin() -> None:
     from envs import metaworld_families, mujoco_families, point_robot  # noqa: F401  (registers)
+    from envs.gym_ids import register_gymnasium_ids
+
+    register_gymnasium_ids([*_FAMILIES, *metaworld_families.ml1_names()])
 
 
 def known_families() -> list[str]:
-    _register_builtin()
+    register_builtin()
     return sorted(_FAMILIES) + [f"{p}<name>" for p in sorted(_PREFIXES)]
 
 
 def make_family(name: str) -> TaskFamily:
     """Build a registered family by name; unknown names get an error listing the known ones."""
-    _register_builtin()
+    register_builtin()
 
     if name in _FAMILIES:
         return _FAMILIES[name]()

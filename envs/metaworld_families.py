@@ -1,4 +1,4 @@
-"""Meta-World families: ml1-<class>, ml10, ml45 (SPEC §3), on Meta-World v3.
+"""Meta-World families: ml1-<class>, ml10, ml45 (protocol §3), on Meta-World v3.
 
 A task is one (class, goal/object configuration) of a Meta-World benchmark built from a fixed
 seed, so the manifest can name it by (class, position in the benchmark's task list). The ML
@@ -85,6 +85,7 @@ class MetaWorldTaskEnv(gym.Env):
     def expert_action(self, obs: np.ndarray) -> np.ndarray:
         """The scripted expert's action, given the true goal the benchmark hides."""
         seen = np.array(obs, dtype=np.float64, copy=True)
+        # Meta-World 3 has no public getter of the goal the ML benchmarks hide in the obs
         seen[-3:] = self._mw._get_pos_goal()
         return np.clip(self._policy.get_action(seen), -1.0, 1.0).astype(np.float32)
 
@@ -131,6 +132,11 @@ def _ml1(name: str) -> MetaWorldFamily:
         raise ValueError(f"unknown Meta-World class {name!r} for ml1-<class>; known: {known}")
     # ML1: goal variation within one class; 20 train / 5 held-out test goal configurations
     return MetaWorldFamily(f"ml1-{name}", "ML1", env_name, {"train": 20, "test": 5})
+
+
+def ml1_names() -> list[str]:
+    """Every ``ml1-<class>`` family name (one per Meta-World class with a scripted expert)."""
+    return sorted(f"ml1-{n[:-3]}" for n in ENV_POLICY_MAP if n.endswith("-v3"))
 
 
 register_family_prefix("ml1-", _ml1)

@@ -1,4 +1,4 @@
-"""MuJoCo families of the paper: cheetah-dir, cheetah-vel, ant-dir, walker-params (SPEC §3).
+"""MuJoCo families of the paper: cheetah-dir, cheetah-vel, ant-dir, walker-params (protocol §3).
 
 Built on gymnasium's ``-v5`` models (MuJoCo 3), with observations and rewards rewritten to the
 definitions of the original task code (oyster / rand_param_envs, as used by MACAW). Every
@@ -24,7 +24,7 @@ def _obs_space(dim: int) -> spaces.Box:
 
 
 class _HorizonMixin:
-    """Counts steps and truncates at the family horizon (episodes are 200 steps, SPEC §3)."""
+    """Counts steps and truncates at the family horizon (episodes are 200 steps, protocol §3)."""
 
     horizon: int = HORIZON
     _t: int = 0

@@ -2,7 +2,7 @@
 
 **Format.** One ``.npz`` file per task (a zip of ``.npy`` arrays: readable by any NumPy, no HDF5
 library or schema registry needed), written uncompressed with fixed zip timestamps so the same
-data gives the same bytes. Fields (SPEC §2): ``obs, action, reward, next_obs, done, mc_return,
+data gives the same bytes. Fields (protocol §2): ``obs, action, reward, next_obs, done, mc_return,
 terminal_obs, terminal_discount`` per transition, and ``episode_start, episode_length,
 episode_return, episode_success`` per episode, in chronological order. Actions are stored
 normalised to [-1, 1] (divided by the action space's bound), the space every learner acts in.
@@ -405,7 +405,7 @@ class OfflineDataset:
         quality: Quality = "all",
         fraction: float = 1.0 / 3.0,
     ) -> Transitions:
-        """``[tasks, batch]`` consecutive rows from a random start in each task (SPEC §4),
+        """``[tasks, batch]`` consecutive rows from a random start in each task (protocol §4),
         within a quality slice of each buffer (the whole buffer by default)."""
         pos = torch.tensor([self.position(t) for t in task_indices])
         bounds = torch.tensor([self.slice_bounds(int(p), quality, fraction) for p in pos])
@@ -427,7 +427,7 @@ class OfflineDataset:
         inner_fraction: float = 1.0 / 3.0,
     ) -> MetaBatch:
         """Inner = consecutive rows (from a quality slice, for the quality ablations), outer =
-        uniform rows of the whole buffers of the same tasks (SPEC §4)."""
+        uniform rows of the whole buffers of the same tasks (protocol §4)."""
         inner = self.sample_contiguous(
             task_indices, inner_batch, generator, inner_quality, inner_fraction
         )

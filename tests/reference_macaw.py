@@ -1,4 +1,4 @@
-"""A straightforward per-task autograd implementation of MACAW's meta-loss (SPEC §4).
+"""A straightforward per-task autograd implementation of MACAW's meta-loss (protocol §4).
 
 Written independently of ``algorithms/networks.py``: parameters as plain tensors, one task at a
 time, weights generated explicitly (θ = z A + c), every parameter tensor stepped with

@@ -1,4 +1,4 @@
-"""Task families: construction, gymnasium compliance, SPEC dimensions and task semantics."""
+"""Task families: construction, gymnasium compliance, dimensions (protocol §3), semantics."""
 
 import warnings
 
@@ -8,7 +8,7 @@ from gymnasium.utils.env_checker import check_env
 
 from envs import known_families, make_family
 
-SPEC_DIMS = {
+PROTOCOL_DIMS = {
     "point-robot": (2, 2, 80, 20),
     "cheetah-dir": (20, 6, 2, 2),
     "cheetah-vel": (20, 6, 35, 5),
@@ -20,10 +20,10 @@ SPEC_DIMS = {
 }
 
 
-@pytest.mark.parametrize("name", list(SPEC_DIMS))
+@pytest.mark.parametrize("name", list(PROTOCOL_DIMS))
 def test_family_builds_and_its_envs_pass_gymnasium_check_env(name):
     fam = make_family(name)
-    obs_dim, act_dim, n_train, n_test = SPEC_DIMS[name]
+    obs_dim, act_dim, n_train, n_test = PROTOCOL_DIMS[name]
     assert (fam.obs_dim, fam.act_dim) == (obs_dim, act_dim)
     assert (len(fam.train_indices), len(fam.test_indices)) == (n_train, n_test)
     env = fam.make_env(fam.test_indices[-1])
@@ -120,3 +120,37 @@ def test_metaworld_expert_needs_the_hidden_goal_and_then_succeeds():
         obs, _, _, _, info = env.step(env.expert_action(obs))
         success = max(success, info["success"])
     assert success == 1.0
+
+
+@pytest.mark.parametrize(
+    "name, task",
+    [
+        ("point-robot", 81),
+        ("cheetah-vel", 7),
+        ("cheetah-dir", 1),
+        ("ant-dir", 6),
+        ("walker-params", 2),
+        ("ml1-reach", 0),
+    ],
+)
+def test_gymnasium_make_of_every_family_id_steps_and_truncates_at_the_horizon(name, task):
+    import gymnasium
+
+    import envs
+
+    family = make_family(name)
+    env = gymnasium.make(envs.env_id(name), task=task)
+    assert "TimeLimit" in str(env)
+    env.reset(seed=0)
+    zero = np.zeros(env.action_space.shape, dtype=np.float32)
+    t, terminated, truncated = 0, False, False
+    while not (terminated or truncated) and t <= family.horizon:
+        _, _, terminated, truncated, _ = env.step(zero)
+        t += 1
+    if terminated:  # a fall ends walker's (and ant's) episodes early, by design
+        assert name in ("walker-params", "ant-dir") and t < family.horizon
+    else:
+        assert truncated and t == family.horizon
+    env.close()
+    with pytest.raises(ValueError, match="has tasks 0.."):
+        gymnasium.make(envs.env_id(name), task=len(family.tasks))

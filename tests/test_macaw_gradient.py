@@ -1,4 +1,4 @@
-"""MACAW's meta-gradient equals a straightforward per-task autograd implementation of SPEC §4
+"""MACAW's meta-gradient equals a straightforward per-task autograd implementation of protocol §4
 (``tests/reference_macaw.py``, written independently of ``algorithms/networks.py``). Float64 so
 the tolerance can be tight."""
 

@@ -2,7 +2,7 @@
 
 Each task gets its own SAC agent (actor, twin critics, targets, temperature) trained from scratch;
 its offline dataset is its whole replay buffer in chronological order, so it spans random to
-near-expert behaviour (SPEC §2). All agents of a chunk of tasks share one set of *stacked*
+near-expert behaviour (protocol §2). All agents of a chunk of tasks share one set of *stacked*
 parameters (``[tasks, in, out]``) and are updated with batched matmuls: the losses are summed over
 tasks, each agent's parameters only see its own loss, and Adam is element-wise, so this is exactly
 ``tasks`` independent SAC learners — just without a Python loop over them.

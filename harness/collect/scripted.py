@@ -4,7 +4,7 @@ A noise level ℓ falls linearly over a task's episodes from 1 to 0: each step t
 random action with probability ℓ, else the expert's action plus N(0, (ℓ·max_noise)²). Gaussian
 noise alone does not make the easy classes fail (reach succeeds under σ = 4), the random-action
 part does; so each buffer reads like a learning curve (failure early, success late) and the
-quality slices of SPEC §2 mean something. The
+quality slices of protocol §2 mean something. The
 expert sees the true goal (see ``envs.metaworld_families``); the stored observation keeps the
 benchmark's hidden goal. Each episode is labelled with its return and success.
 """
