@@ -26,6 +26,10 @@ class Claim:
     """``>`` (X beats Y), ``<`` (X loses to Y) or ``>=`` (X does not lose to Y)"""
     families: tuple[str, ...] | None = None
     """where the claim is made; ``None``: every family in the results"""
+    x_ref: str | None = None
+    """if set, X's scores are taken relative to this algorithm's mean (a *change*, e.g. from
+    35 train tasks to 3: "X degrades less than Y" is X − X_ref > Y − Y_ref)"""
+    y_ref: str | None = None
 
 
 CHEETAHS = ("cheetah-vel", "cheetah-dir")
@@ -41,6 +45,19 @@ CLAIMS: list[Claim] = [
     Claim("the advantage head helps on poor data", "macaw", "macaw-no-head", ">"),
     Claim("WT beats no-WT at equal width", "macaw", "macaw-no-wt", ">"),
     Claim("WT beats no-WT at equal parameter count (725)", "macaw", "macaw-no-wt-725", ">"),
+    *[
+        Claim(
+            f"MACAW degrades less than {label} from 35 train tasks to {n}",
+            f"macaw-{n}",
+            f"{other}-{n}",
+            ">",
+            ("cheetah-vel",),
+            x_ref="macaw",
+            y_ref=other,
+        )
+        for other, label in (("mt-ft", "MT+FT"), ("pearl", "offline PEARL"))
+        for n in (3, 5, 10, 20)
+    ],
 ]
 
 
@@ -86,16 +103,26 @@ def findings_table(
         fams = c.families or tuple(sorted(final["family"].unique()))
         for fam in fams:
             sub = final[final["family"] == fam]
-            x = sub.loc[sub["algorithm"] == c.x, "score"].dropna().to_numpy()
-            y = sub.loc[sub["algorithm"] == c.y, "score"].dropna().to_numpy()
+
+            def scores(algo: str | None, sub: pd.DataFrame = sub) -> np.ndarray:
+                return sub.loc[sub["algorithm"] == algo, "score"].dropna().to_numpy()
+
+            x, y = scores(c.x), scores(c.y)
             if len(x) == 0 or len(y) == 0:
                 continue
+            if c.x_ref or c.y_ref:  # changes relative to each one's reference
+                x_ref, y_ref = scores(c.x_ref), scores(c.y_ref)
+                if len(x_ref) == 0 or len(y_ref) == 0:
+                    continue
+                x, y = x - x_ref.mean(), y - y_ref.mean()
             p, lo, hi = bootstrap_poi(x, y, rng=rng)
             rows.append(
                 {
                     "claim": c.text,
                     "family": fam,
-                    "comparison": f"P({c.x} > {c.y})",
+                    "comparison": f"P({c.x} − {c.x_ref} > {c.y} − {c.y_ref})"
+                    if c.x_ref
+                    else f"P({c.x} > {c.y})",
                     "runs": f"{len(x)} vs {len(y)}",
                     "p_improvement": p,
                     "ci_low": lo,

@@ -99,3 +99,27 @@ def test_a_partial_run_is_flagged_and_left_out_of_the_final_tables(tmp_path):
     assert "macaw cheetah-vel seed 2 (partial: stopped at step 5)" in readme
     both = build_report(rows, tmp_path / "rep2", "t", include_partial=True)
     assert pd.read_csv(both / "results.csv").loc[0, "seeds"] == 3
+
+
+def test_the_task_count_claim_compares_changes_from_35_tasks_not_levels():
+    # MACAW falls by 10 from 35 tasks to 3, MT+FT by 50: MACAW degrades less although MT+FT's
+    # 35-task level is higher; PEARL falls by 100
+    final = _final(
+        {
+            ("macaw", "cheetah-vel"): [-100, -101, -99],
+            ("macaw-3", "cheetah-vel"): [-110, -111, -109],
+            ("mt-ft", "cheetah-vel"): [-50, -51, -49],
+            ("mt-ft-3", "cheetah-vel"): [-100, -101, -99],
+            ("pearl", "cheetah-vel"): [-100, -101, -99],
+            ("pearl-3", "cheetah-vel"): [-200, -201, -199],
+        }
+    )
+    table = findings_table(final).set_index("claim")
+    mt = table.loc["MACAW degrades less than MT+FT from 35 train tasks to 3"]
+    assert mt["verdict"] == "holds" and mt["comparison"] == "P(macaw-3 − macaw > mt-ft-3 − mt-ft)"
+    assert (
+        table.loc["MACAW degrades less than offline PEARL from 35 train tasks to 3"]["verdict"]
+        == "holds"
+    )
+    assert "MACAW > MT+FT on cheetah-vel" in table.index  # the levels say the opposite
+    assert table.loc["MACAW > MT+FT on cheetah-vel"]["verdict"] == "fails"
