@@ -197,7 +197,7 @@ def _cmd_run(args) -> None:
     from tqdm import tqdm
 
     from harness.collect.build import build
-    from harness.executors import RunOptions, run_all
+    from harness.executors import RunOptions, SlurmOptions, run_all
     from harness.plots import build_report
     from harness.runner import (
         check_run_folder,
@@ -244,6 +244,14 @@ def _cmd_run(args) -> None:
         bar.set_postfix_str(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
     opts = RunOptions(args.log_every, args.tensorboard, not args.no_keep_final)
+    slurm = SlurmOptions(
+        partition=args.slurm_partition,
+        time_min=args.slurm_time,
+        cpus=args.slurm_cpus,
+        gpus=args.slurm_gpus,
+        mem_gb=args.slurm_mem,
+        cluster=os.environ.get("OMRL_SUBMITIT_CLUSTER"),  # "local": jobs run here (tests)
+    )
     try:
         run_all(
             runs,
@@ -255,6 +263,7 @@ def _cmd_run(args) -> None:
             on_done=on_done,
             on_progress=on_progress,
             options=opts,
+            slurm=slurm,
         )
     finally:
         bar.close()
@@ -417,9 +426,14 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--algorithms", help="comma-separated; overrides the suite's")
     run.add_argument("--families", help="comma-separated; overrides the suite's")
     run.add_argument("--seeds", help="comma-separated integers; overrides the suite's")
-    run.add_argument("--executor", default="local", help="local | inprocess | ray")
+    run.add_argument("--executor", default="local", help="local | inprocess | ray | slurm")
     run.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     run.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
+    run.add_argument("--slurm-partition", default=None, help="with --executor slurm")
+    run.add_argument("--slurm-time", type=_positive, default=240, help="minutes per run's job")
+    run.add_argument("--slurm-cpus", type=_positive, default=1, help="CPUs per run's job")
+    run.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per run's job")
+    run.add_argument("--slurm-mem", type=_positive, default=None, help="GB per run's job")
     run.add_argument("--results", type=Path, default=Path("results"))
     run.add_argument("--reports", type=Path, default=Path("reports"))
     run.add_argument("--root", type=Path, default=None, help="dataset cache root")

@@ -1,4 +1,5 @@
-"""Where runs execute: in-process, a local pool of worker processes (default), or a Ray cluster.
+"""Where runs execute: in-process, a local pool of worker processes (default), a Ray cluster, or
+SLURM (through submitit).
 
 Each run is independent and writes only inside its own folder, so any executor can run them in
 any order and a re-run resumes whatever was interrupted. Results do not depend on the executor:
@@ -301,7 +302,70 @@ def _run_ray(runs, results, root, workers, address, opts, on_done) -> dict[int, 
     return outcome
 
 
-EXECUTORS = ("local", "inprocess", "ray")
+# -- SLURM (submitit) -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each run's SLURM job asks for (``--executor slurm``); one job array per launch."""
+
+    partition: str | None = None
+    time_min: int = 240
+    cpus: int = 1
+    gpus: int = 0
+    mem_gb: int | None = None
+    parallelism: int = 64
+    """array jobs running at once"""
+    cluster: str | None = None
+    """submitit's cluster: None picks SLURM when it is there; "local" runs the jobs here (tests)"""
+
+
+def _run_slurm(runs, results, root, slurm: SlurmOptions, opts, on_done) -> dict[int, tuple]:
+    try:
+        import submitit
+    except ImportError as e:
+        raise ValueError("the slurm executor needs submitit: pip install '.[slurm]'") from e
+    logs = Path(results) / (runs[0].suite if runs else "suite") / "slurm"
+    ex = submitit.AutoExecutor(folder=str(logs), cluster=slurm.cluster)
+    params = {"timeout_min": slurm.time_min, "cpus_per_task": slurm.cpus, "name": "omrl"}
+    if slurm.gpus:
+        params["gpus_per_node"] = slurm.gpus
+    if slurm.mem_gb:
+        params["mem_gb"] = slurm.mem_gb
+    if ex.cluster == "slurm":
+        params["slurm_array_parallelism"] = slurm.parallelism
+        if slurm.partition:
+            params["slurm_partition"] = slurm.partition
+    ex.update_parameters(**params)
+    n = len(runs)
+    jobs = ex.map_array(
+        _ray_work,
+        runs,
+        [str(Path(results).resolve())] * n,
+        [root] * n,
+        [opts] * n,
+    )
+    outcome: dict[int, tuple] = {}
+    try:
+        pending = dict(enumerate(jobs))
+        while pending:
+            for i, job in list(pending.items()):
+                if job.done():
+                    del pending[i]
+                    try:
+                        outcome[i] = job.result()
+                    except Exception as e:  # noqa: BLE001 — the job died (time limit, node)
+                        outcome[i] = ("failed", _record_failure(runs[i], Path(results), e))
+                    if on_done:
+                        on_done(runs[i], outcome[i][0])
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("stopping: cancelling the SLURM jobs (each resumes from its checkpoint)")
+        for job in jobs:
+            job.cancel(check=False)
+        raise
+    return outcome
+
+
+EXECUTORS = ("local", "inprocess", "ray", "slurm")
 
 
 def run_all(
@@ -314,12 +378,14 @@ def run_all(
     on_done: DoneFn | None = None,
     on_progress: ProgressFn | None = None,
     options: RunOptions | None = None,
+    slurm: SlurmOptions | None = None,
 ) -> list[Path]:
     """Execute every run; return their folders (in the order given).
 
     Args:
         executor: ``local`` (a pool of worker processes sized to the machine), ``inprocess``
-            (debugging), or ``ray`` (``address`` of an existing cluster, or a local Ray if None).
+            (debugging), ``ray`` (``address`` of an existing cluster, or a local Ray if None),
+            or ``slurm`` (one SLURM job per run, as a job array, through submitit: ``slurm``).
         workers: parallel runs (default: the machine's cores, at most the number of runs).
 
     Raises:
@@ -337,6 +403,8 @@ def run_all(
         outcome = _run_inprocess(runs, results, root, opts, on_progress, on_done)
     elif executor == "local":
         outcome = _run_pool(runs, results, root, workers, opts, on_progress, on_done)
+    elif executor == "slurm":
+        outcome = _run_slurm(runs, results, root, slurm or SlurmOptions(), opts, on_done)
     else:
         outcome = _run_ray(runs, results, root, workers, address, opts, on_done)
     failed = [(runs[i], d) for i, (s, d) in sorted(outcome.items()) if s == "failed"]

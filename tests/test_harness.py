@@ -340,9 +340,46 @@ def test_ray_executor_gives_the_local_executors_results(tmp_path, data_root):
         pd.testing.assert_frame_equal(a, b)
 
 
+def test_slurm_executor_through_submitits_local_cluster_gives_the_local_pools_results(
+    tmp_path, data_root
+):
+    pytest.importorskip("submitit")
+    suite = suite_file(
+        tmp_path,
+        """
+        algorithms = ["macaw"]
+        families = ["point-robot"]
+        seeds = [0, 1]
+        [run]
+        data_budget = "tiny"
+        steps = 6
+        eval_every = 3
+        [learner.macaw]
+        width = 16
+        wt_latent = 8
+        inner_batch = 32
+        outer_batch = 32
+        """,
+    )
+    local = cli(*run_args(suite, tmp_path / "local", data_root, "--workers", "2"))
+    assert local.returncode == 0, local.stderr
+    env = {**os.environ, "OMRL_SUBMITIT_CLUSTER": "local"}
+    slurm = cli(
+        *run_args(suite, tmp_path / "slurm", data_root, "--executor", "slurm", "--slurm-time", "5"),
+        env=env,
+    )
+    assert slurm.returncode == 0, slurm.stderr
+    assert (tmp_path / "slurm" / "r" / "t" / "slurm").is_dir()  # submitit's job logs
+    for seed in (0, 1):
+        name = f"macaw__point-robot__seed{seed}"
+        a = _rows(tmp_path / "local" / "r" / "t" / "runs" / name / "metrics.csv")
+        b = _rows(tmp_path / "slurm" / "r" / "t" / "runs" / name / "metrics.csv")
+        pd.testing.assert_frame_equal(a, b)
+
+
 def test_unknown_executor_lists_the_known_ones(tmp_path):
-    with pytest.raises(ValueError, match="known executors: local, inprocess, ray"):
-        run_all([], tmp_path, executor="slurm")
+    with pytest.raises(ValueError, match="known executors: local, inprocess, ray, slurm"):
+        run_all([], tmp_path, executor="pbs")
 
 
 # -- statistics on hand-checkable arrays ---------------------------------------------------------
