@@ -107,6 +107,24 @@ def _cmd_data_info(args) -> None:
         print(line)
 
 
+def _cmd_data_export(args) -> None:
+    from harness.collect.build import require_dataset
+    from harness.interop import export_dataset
+
+    src = require_dataset(args.family, args.budget, args.seed, args.root)
+    out = export_dataset(src, args.out, args.format, budget=args.budget)
+    print(f"exported {args.family} ({args.budget}) as {args.format} → {out}")
+
+
+def _cmd_data_import(args) -> None:
+    from harness.datasets import read_manifest
+    from harness.interop import import_dataset
+
+    out = import_dataset(Path(args.source), args.out)
+    n = len(read_manifest(out)["files"])
+    print(f"imported {n} task files → {out} (every load checks them against its manifest)")
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -420,6 +438,19 @@ def make_parser() -> argparse.ArgumentParser:
             d.add_argument("--force", action="store_true", help="discard and rebuild")
             d.add_argument("--quiet", action="store_true", help="no progress bars")
         d.set_defaults(fn=fn)
+
+    ex = dsub.add_parser("export", help="write a dataset as D4RL-keyed .npz or Minari datasets")
+    ex.add_argument("family")
+    ex.add_argument("--format", required=True, choices=["d4rl", "minari"])
+    ex.add_argument("--budget", default="default", help="tiny | small | default")
+    ex.add_argument("--seed", type=int, default=0, help="generator seed")
+    ex.add_argument("--root", type=Path, default=None, help="dataset cache root")
+    ex.add_argument("--out", type=Path, required=True, help="an empty folder")
+    ex.set_defaults(fn=_cmd_data_export)
+    im = dsub.add_parser("import", help="turn an export (D4RL or Minari) into a harness dataset")
+    im.add_argument("source", help="a folder written by `data export` (with its omrl.json)")
+    im.add_argument("--out", type=Path, required=True, help="an empty folder")
+    im.set_defaults(fn=_cmd_data_import)
 
     run = sub.add_parser("run", help="run a suite (resumes what was interrupted) and report it")
     run.add_argument("--suite", default="quick", help="suite name or path to a .toml file")
