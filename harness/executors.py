@@ -124,6 +124,7 @@ def _worker(tasks, events, results: str, root: str | None, opts: RunOptions) -> 
             return
         i, cfg = item
         busy = True
+        events.put(("start", i, os.getpid()))
         last = [0.0]
 
         def on_step(step, i=i, last=last):
@@ -151,6 +152,7 @@ def _run_pool(runs, results, root, workers, opts, on_progress, on_done) -> dict[
     todo = list(enumerate(runs))
     outcome: dict[int, tuple] = {}
     running = 0
+    held: dict[int, int] = {}  # worker pid → the run it executes
 
     def feed() -> None:
         nonlocal running
@@ -161,11 +163,15 @@ def _run_pool(runs, results, root, workers, opts, on_progress, on_done) -> dict[
     def handle(event) -> None:
         nonlocal running
         kind, i, detail = event
+        if kind == "start":
+            held[detail] = i
+            return
         if kind == "step":
             if on_progress:
                 on_progress(i, detail)
             return
         running -= 1
+        held.pop(next((pid for pid, j in held.items() if j == i), -1), None)
         outcome[i] = (kind, detail)
         if on_done:
             on_done(runs[i], kind)
@@ -176,9 +182,13 @@ def _run_pool(runs, results, root, workers, opts, on_progress, on_done) -> dict[
             try:
                 handle(events.get(timeout=1.0))
             except queue.Empty:
-                if not any(p.is_alive() for p in procs):
+                for p in procs:  # a worker killed from outside (OOM): its run failed
+                    if not p.is_alive() and p.pid in held:
+                        i = held[p.pid]
+                        err = RunError(f"its worker process died (exit code {p.exitcode})")
+                        handle(("failed", i, _record_failure(runs[i], Path(results), err)))
+                if running and not any(p.is_alive() for p in procs):
                     raise RunError("every worker process died") from None
-                continue
             feed()
         for _ in procs:
             tasks.put(None)

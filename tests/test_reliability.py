@@ -303,3 +303,31 @@ def test_tensorboard_events_hold_the_train_csv_metrics(tmp_path, data_root):
     events = acc.Scalars("train/value_loss")
     assert [e.step for e in events] == train["step"].tolist() == [2, 4, 6]
     np.testing.assert_allclose([e.value for e in events], train["value_loss"], rtol=1e-6)
+
+
+def test_a_worker_killed_from_outside_fails_its_run_only_and_the_rerun_resumes_it(
+    tmp_path, data_root, lone
+):
+    suite = suite_file(tmp_path, MACAW_SUITE.format(steps=240))
+    args = run_args(suite, tmp_path, data_root, "--workers", "2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    runs = tmp_path / "r" / "t" / "runs"
+    _wait_for_rows(runs / "macaw__point-robot__seed0" / "metrics.csv", 1 + 20, proc)
+    children = subprocess.run(
+        ["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True, text=True
+    ).stdout.split()
+    assert len(children) == 2, children
+    os.kill(int(children[0]), signal.SIGKILL)  # as the OOM killer would
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "1 of 2 run(s) failed" in err and "worker process died" in err
+    failed = [p for p in runs.glob("*/error.txt")]
+    assert len(failed) == 1 and not (failed[0].parent / "done.json").exists()
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    pd.testing.assert_frame_equal(_all_rows(tmp_path / "r"), _all_rows(lone))
