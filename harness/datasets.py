@@ -4,7 +4,8 @@
 library or schema registry needed), written uncompressed with fixed zip timestamps so the same
 data gives the same bytes. Fields (protocol §2): ``obs, action, reward, next_obs, done, mc_return,
 terminal_obs, terminal_discount`` per transition, and ``episode_start, episode_length,
-episode_return, episode_success`` per episode, in chronological order. Actions are stored
+episode_return, episode_success`` per episode (and ``episode_noise``, the behaviour's noise
+level, for Meta-World's scripted data), in chronological order. Actions are stored
 normalised to [-1, 1] (divided by the action space's bound), the space every learner acts in.
 
 **Manifest.** ``manifest.json`` beside the files records the family (tasks, parameters, split),
@@ -112,6 +113,8 @@ def assemble_buffer(episodes: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     out["episode_length"] = lengths
     out["episode_return"] = np.array([float(np.sum(e["reward"])) for e in episodes], np.float32)
     out["episode_success"] = np.array([float(e.get("success", 0.0)) for e in episodes], np.float32)
+    if episodes and all("noise" in e for e in episodes):  # Meta-World: each episode's noise level
+        out["episode_noise"] = np.array([float(e["noise"]) for e in episodes], np.float32)
     return out
 
 

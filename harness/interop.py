@@ -46,10 +46,11 @@ META = "omrl.json"
 
 def _episodes_of(a: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     out = []
-    for start, length, success in zip(
-        a["episode_start"], a["episode_length"], a["episode_success"]
+    for i, (start, length, success) in enumerate(
+        zip(a["episode_start"], a["episode_length"], a["episode_success"])
     ):
         s = slice(int(start), int(start + length))
+        noise = {"noise": float(a["episode_noise"][i])} if "episode_noise" in a else {}
         out.append(
             {
                 "obs": a["obs"][s],
@@ -58,6 +59,7 @@ def _episodes_of(a: dict[str, np.ndarray]) -> list[dict[str, Any]]:
                 "next_obs": a["next_obs"][s],
                 "terminated": bool(a["done"][s][-1] > 0.5),
                 "success": float(success),
+                **noise,
             }
         )
     return out
@@ -89,6 +91,9 @@ def _export_d4rl(data_dir: Path, man: dict, out: Path, budget: str) -> None:
         ends[a["episode_start"] + a["episode_length"] - 1] = True
         terminals = a["done"] > 0.5
         success = np.repeat(a["episode_success"], a["episode_length"])
+        extra = {}
+        if "episode_noise" in a:
+            extra["infos/noise"] = np.repeat(a["episode_noise"], a["episode_length"])
         np.savez(
             out / task_filename(int(key)),
             observations=a["obs"],
@@ -98,6 +103,7 @@ def _export_d4rl(data_dir: Path, man: dict, out: Path, budget: str) -> None:
             terminals=terminals,
             timeouts=ends & ~terminals,
             **{"infos/success": success.astype(np.float32)},
+            **extra,
         )
 
 
@@ -129,7 +135,11 @@ def _export_minari(data_dir: Path, man: dict, out: Path, budget: str) -> None:
                     rewards=list(ep["reward"]),
                     terminations=[False] * (n - 1) + [ep["terminated"]],
                     truncations=[False] * (n - 1) + [not ep["terminated"]],
-                    infos={"success": np.full(n + 1, ep["success"], dtype=np.float32)},
+                    infos={
+                        k: np.full(n + 1, ep[k], dtype=np.float32)
+                        for k in ("success", "noise")
+                        if k in ep
+                    },
                 )
             )
         task = int(key)
@@ -198,6 +208,7 @@ def _read_d4rl(src: Path, key: str, meta: dict) -> list[dict[str, Any]]:
     if len(ends) == 0 or ends[-1] != len(d["rewards"]) - 1:
         raise DatasetError(f"{path}: the last episode has no terminal or timeout")
     success = d.get("infos/success", np.zeros(len(d["rewards"]), np.float32))
+    noise = d.get("infos/noise")
     episodes, start = [], 0
     for end in ends:
         s = slice(start, end + 1)
@@ -209,6 +220,7 @@ def _read_d4rl(src: Path, key: str, meta: dict) -> list[dict[str, Any]]:
                 "next_obs": d["next_observations"][s],
                 "terminated": bool(d["terminals"][end]),
                 "success": float(success[start]),
+                **({"noise": float(noise[start])} if noise is not None else {}),
             }
         )
         start = end + 1
@@ -225,7 +237,9 @@ def _read_minari(src: Path, key: str, meta: dict) -> list[dict[str, Any]]:
     episodes = []
     for ep in ds.iterate_episodes():
         obs = np.asarray(ep.observations, dtype=np.float32)
-        success = ep.infos.get("success") if isinstance(ep.infos, dict) else None
+        infos = ep.infos if isinstance(ep.infos, dict) else {}
+        success = infos.get("success")
+        noise = {"noise": float(infos["noise"][0])} if "noise" in infos else {}
         episodes.append(
             {
                 "obs": obs[:-1],
@@ -234,6 +248,7 @@ def _read_minari(src: Path, key: str, meta: dict) -> list[dict[str, Any]]:
                 "next_obs": obs[1:],
                 "terminated": bool(ep.terminations[-1]),
                 "success": float(success[0]) if success is not None else 0.0,
+                **noise,
             }
         )
     return episodes

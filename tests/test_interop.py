@@ -76,3 +76,15 @@ def test_an_unfinished_or_foreign_export_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="has no omrl.json"):
         import_dataset(tmp_path / "empty", tmp_path / "out")
+
+
+def test_metaworld_episodes_keep_their_noise_level_through_a_round_trip(tmp_path):
+    src = build("ml1-reach", "tiny", 0, tmp_path / "data", workers=2, progress=False)
+    man = read_manifest(src)
+    key = sorted(man["files"], key=int)[0]
+    a = load_task_arrays(src, man["files"][key])
+    noise = a["episode_noise"]
+    assert noise[0] == 1.0 and noise[-1] == 0.0 and np.all(np.diff(noise) <= 0)
+    back = import_dataset(export_dataset(src, tmp_path / "x", "d4rl"), tmp_path / "in")
+    b = load_task_arrays(back, read_manifest(back)["files"][key])
+    np.testing.assert_array_equal(a["episode_noise"], b["episode_noise"])

@@ -132,7 +132,9 @@ def generator_config(family, budget: Budget, seed: int) -> dict[str, Any]:
     fields = dataclasses.asdict(b)
     if fields.get("envs_per_task") == 1:  # added after the first builds: keep their cache keys
         del fields["envs_per_task"]
+    extra = {"stores": ["episode_noise"]} if family.collector == "scripted" else {}
     return {
+        **extra,  # a new stored field is a new dataset: a new cache key, never a mixed cache
         "collector": family.collector,
         "budget_name": budget_name(budget),
         "budget": fields,
