@@ -117,12 +117,26 @@ def _cmd_data_export(args) -> None:
 
 
 def _cmd_data_import(args) -> None:
-    from harness.datasets import read_manifest
-    from harness.interop import import_dataset
+    import json as _json
 
-    out = import_dataset(Path(args.source), args.out)
+    from harness.collect.build import dataset_dir
+    from harness.datasets import read_manifest
+    from harness.interop import META, import_dataset
+
+    src = Path(args.source)
+    if (args.out is None) == (args.budget is None):
+        raise ValueError("give --out DIR (a folder of your own) or --budget NAME (the cache slot)")
+    out = args.out
+    if args.budget is not None:
+        if not (src / META).exists():
+            raise FileNotFoundError(f"{src} has no {META}: not a finished export of this harness")
+        family = _json.loads((src / META).read_text())["family"]["name"]
+        out = dataset_dir(family, args.budget, args.seed, args.root)
+    out = import_dataset(src, out)
     n = len(read_manifest(out)["files"])
     print(f"imported {n} task files → {out} (every load checks them against its manifest)")
+    if args.budget is not None:
+        print(f"suites with data_budget = {args.budget!r} (seed {args.seed}) now run on it")
 
 
 def _positive(text: str) -> int:
@@ -449,7 +463,15 @@ def make_parser() -> argparse.ArgumentParser:
     ex.set_defaults(fn=_cmd_data_export)
     im = dsub.add_parser("import", help="turn an export (D4RL or Minari) into a harness dataset")
     im.add_argument("source", help="a folder written by `data export` (with its omrl.json)")
-    im.add_argument("--out", type=Path, required=True, help="an empty folder")
+    im.add_argument("--out", type=Path, default=None, help="an empty folder")
+    im.add_argument(
+        "--budget",
+        default=None,
+        help="instead of --out: install it as this budget's dataset of its family, so suites "
+        "run on it (refused if that slot holds data)",
+    )
+    im.add_argument("--seed", type=int, default=0, help="with --budget: the data seed slot")
+    im.add_argument("--root", type=Path, default=None, help="with --budget: dataset cache root")
     im.set_defaults(fn=_cmd_data_import)
 
     run = sub.add_parser("run", help="run a suite (resumes what was interrupted) and report it")

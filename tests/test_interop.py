@@ -1,6 +1,7 @@
 """D4RL and Minari export → import round trips: identical transitions, identical draws."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from harness.collect.build import build
@@ -88,3 +89,53 @@ def test_metaworld_episodes_keep_their_noise_level_through_a_round_trip(tmp_path
     back = import_dataset(export_dataset(src, tmp_path / "x", "d4rl"), tmp_path / "in")
     b = load_task_arrays(back, read_manifest(back)["files"][key])
     np.testing.assert_array_equal(a["episode_noise"], b["episode_noise"])
+
+
+def test_an_import_installed_as_a_budget_is_what_suites_run_on(source, tmp_path):
+    from tests.test_harness import cli, run_args, suite_file
+
+    exported = tmp_path / "x"
+    assert (
+        cli(
+            "data",
+            "export",
+            "point-robot",
+            "--budget",
+            "tiny",
+            "--root",
+            str(source.parent.parent),
+            "--format",
+            "d4rl",
+            "--out",
+            str(exported),
+        ).returncode
+        == 0
+    )
+    root = tmp_path / "cache"
+    p = cli("data", "import", str(exported), "--budget", "small", "--root", str(root))
+    assert p.returncode == 0, p.stderr
+    again = cli("data", "import", str(exported), "--budget", "small", "--root", str(root))
+    assert again.returncode == 2 and "already holds a dataset" in again.stderr
+    suite = suite_file(
+        tmp_path,
+        """
+        algorithms = ["mt-ft"]
+        families = ["point-robot"]
+        [run]
+        data_budget = "small"
+        steps = 2
+        eval_every = 2
+        [learner.mt-ft]
+        width = 16
+        """,
+    )
+    run = cli(*run_args(suite, tmp_path, root))
+    assert run.returncode == 0, run.stderr
+    assert "built point-robot" not in run.stdout  # nothing generated: it ran on the import
+    rows = pd.read_csv(tmp_path / "r" / "t" / "runs" / "mt-ft__point-robot__seed0" / "metrics.csv")
+    from harness.collect.build import dataset_dir
+    from harness.datasets import manifest_hash
+
+    slot = dataset_dir("point-robot", "small", 0, root)
+    assert rows["dataset_sha256"].iloc[0] == manifest_hash(slot)[:16]
+    assert read_manifest(slot)["generator"]["collector"] == "imported"
