@@ -52,7 +52,12 @@ def _cmd_data_info(args) -> None:
     )
     print(f"  manifest sha256 {manifest_hash(out)}")
     gen = man["generator"]
-    print(f"  generator {gen['collector']} {gen['budget']}")
+    if gen["collector"] == "imported":
+        print(
+            f"  imported from a {gen['layout']} export (source {gen.get('source_manifest_sha256')})"
+        )
+    else:
+        print(f"  generator {gen['collector']} {gen['budget']}")
     build = man.get("build", {})
     if build:
         size = sum(e["bytes"] for e in man["files"].values())

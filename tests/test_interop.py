@@ -139,3 +139,5 @@ def test_an_import_installed_as_a_budget_is_what_suites_run_on(source, tmp_path)
     slot = dataset_dir("point-robot", "small", 0, root)
     assert rows["dataset_sha256"].iloc[0] == manifest_hash(slot)[:16]
     assert read_manifest(slot)["generator"]["collector"] == "imported"
+    info = cli("data", "info", "point-robot", "--budget", "small", "--root", str(root))
+    assert info.returncode == 0 and "imported from a d4rl export" in info.stdout
