@@ -5,7 +5,8 @@ al. 2021): the chance that a random run of X scores above a random run of Y, tie
 over the runs' final scores. Its 95 % CI comes from a stratified bootstrap (the runs of X and of
 Y resampled with replacement, separately). Verdict: ``holds`` when the CI lies wholly on the
 claimed side of 0.5, ``fails`` when wholly on the other side, else ``inconclusive``. A claim
-"X ≥ Y" holds unless it fails (equality cannot be shown, only a loss). Claims whose algorithms
+"X ≥ Y" holds when the CI lies above 0.5, fails below it, and is inconclusive in between
+(equality itself cannot be shown). Claims whose algorithms
 or families are not in the results are left out; nothing here is ever typed in by hand.
 """
 
