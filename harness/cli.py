@@ -306,12 +306,18 @@ def _cmd_run(args) -> None:
         bar.close()
     if counts.get("busy"):
         print(f"{counts['busy']} run(s) skipped: another launch is executing them")
-    out = build_report(
-        load_results(args.results / name),
-        args.reports / name,
-        f"Suite: {name}",
-        train=load_train_logs(args.results / name),
-    )
+    try:
+        out = build_report(
+            load_results(args.results / name),
+            args.reports / name,
+            f"Suite: {name}",
+            train=load_train_logs(args.results / name),
+        )
+    except (FileNotFoundError, ValueError):
+        if not counts.get("busy"):
+            raise
+        print("no report yet: the other launch writes it when its runs finish")
+        return
     print(f"report: {out / 'README.md'}")
 
 
