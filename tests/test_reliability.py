@@ -57,6 +57,14 @@ def lone(tmp_path_factory, data_root):
     return tmp / "r"
 
 
+def _launch(args, quiet=False, **kw):
+    """``python -m harness ARGS`` in the background, as a user's terminal would start it."""
+    out = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args], cwd=ROOT, stdout=out, stderr=out, text=True, **kw
+    )
+
+
 def _wait_for_rows(path, n, proc, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -72,14 +80,8 @@ def test_ctrl_c_to_a_pool_run_stops_within_10_s_and_the_rerun_gives_identical_ro
 ):
     suite = suite_file(tmp_path, MACAW_SUITE.format(steps=240))
     args = run_args(suite, tmp_path, data_root, "--workers", "2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
-    )
+    # its own process group, as a terminal's foreground job
+    proc = _launch(args, start_new_session=True)
     metrics = tmp_path / "r" / "t" / "runs" / "macaw__point-robot__seed0" / "metrics.csv"
     _wait_for_rows(metrics, 1 + 2 * 20, proc)
     t0 = time.time()
@@ -101,16 +103,7 @@ def test_ctrl_c_to_a_pool_run_stops_within_10_s_and_the_rerun_gives_identical_ro
 def test_two_launches_at_once_give_the_rows_of_a_lone_launch(tmp_path, data_root, lone):
     suite = suite_file(tmp_path, MACAW_SUITE.format(steps=240))
     args = run_args(suite, tmp_path, data_root, "--workers", "2")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "harness", *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    procs = [_launch(args) for _ in range(2)]
     results = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [r[1] for r in results]
     rows = _all_rows(tmp_path / "r")
@@ -123,12 +116,7 @@ def test_train_csv_survives_kill_9_and_resume_without_duplicate_or_missing_steps
 ):
     suite = suite_file(tmp_path, MACAW_SUITE.format(steps=240))
     args = run_args(suite, tmp_path, data_root, "--executor", "inprocess", "--seeds", "0")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = _launch(args, quiet=True)
     train = tmp_path / "r" / "t" / "runs" / "macaw__point-robot__seed0" / "train.csv"
     _wait_for_rows(train, 5, proc)
     time.sleep(0.3)  # mid-way between two checkpoints
@@ -310,13 +298,7 @@ def test_a_worker_killed_from_outside_fails_its_run_only_and_the_rerun_resumes_i
 ):
     suite = suite_file(tmp_path, MACAW_SUITE.format(steps=240))
     args = run_args(suite, tmp_path, data_root, "--workers", "2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _launch(args)
     runs = tmp_path / "r" / "t" / "runs"
     _wait_for_rows(runs / "macaw__point-robot__seed0" / "metrics.csv", 1 + 20, proc)
     children = subprocess.run(
