@@ -1,6 +1,13 @@
 """The learners: one file per algorithm behind one interface (``algorithms.base``)."""
 
-from algorithms.base import OfflineMetaLearner, Policy, known_learners, learner_class, make_config
+from algorithms.base import (
+    OfflineMetaLearner,
+    Policy,
+    known_learners,
+    learner_class,
+    make_config,
+    outer_segment,
+)
 from algorithms.batch import MetaBatch, Transitions
 
 __all__ = [
@@ -11,4 +18,5 @@ __all__ = [
     "known_learners",
     "learner_class",
     "make_config",
+    "outer_segment",
 ]

@@ -31,14 +31,33 @@ PositiveFloat = Annotated[float, Gt(0)]
 """A learning rate or scale (a float > 0)."""
 BATCH_FIELDS = ("tasks_per_batch", "inner_batch", "outer_batch")
 """Config fields the runner reads to draw meta-batches: every learner's Config needs them."""
+SEGMENT_FIELD = "outer_segment"
+"""An optional Config field: the outer batch as runs of this many consecutive rows (a sequence
+model's training windows) instead of uniform rows. Absent or 1: uniform rows."""
+
+
+def outer_segment(config: Any) -> int:
+    """How the runner draws a learner's outer batch: 1 (uniform rows) unless its Config says."""
+    return int(getattr(config, SEGMENT_FIELD, 1))
 
 
 class Policy(ABC):
-    """A policy adapted to one task: observations in, deterministic actions out."""
+    """A policy adapted to one task: observations in, deterministic actions out.
+
+    The harness calls ``reset()`` before each episode and ``observe(reward)`` after each step,
+    for every learner alike; both do nothing unless a policy keeps a history (a decision
+    transformer's context and its return-to-go).
+    """
 
     @abstractmethod
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """obs: [B, obs_dim] → actions [B, act_dim] (the mean action, in [-1, 1])."""
+
+    def reset(self) -> None:  # noqa: B027 (a hook: optional, no-op by default)
+        """A new episode starts: forget the last one's history."""
+
+    def observe(self, reward: torch.Tensor) -> None:  # noqa: B027
+        """reward: [B], what the last ``act``'s actions earned."""
 
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -195,7 +214,7 @@ def known_learners() -> list[str]:
 
 
 def _import_builtin() -> None:
-    from algorithms import macaw, meta_bc, mt_finetune, pearl  # noqa: F401  (registers them)
+    from algorithms import focal, macaw, meta_bc, mt_finetune, pearl, prompt_dt  # noqa: F401
 
 
 def learner_class(spec: str) -> type[OfflineMetaLearner]:
@@ -266,7 +285,12 @@ def make_config(cls: type[OfflineMetaLearner], overrides: dict[str, Any] | None 
     config = cls.Config(**overrides)
     for key, hint in hints.items():
         value = getattr(config, key)
-        reason = check_value(PositiveInt if key in BATCH_FIELDS else hint, value)
+        reason = check_value(PositiveInt if key in (*BATCH_FIELDS, SEGMENT_FIELD) else hint, value)
         if reason:
             raise ValueError(f"{cls.name} config {key} = {value!r}: {reason}")
+    if config.outer_batch % outer_segment(config):
+        raise ValueError(
+            f"{cls.name} config outer_batch = {config.outer_batch} must be a multiple of "
+            f"{SEGMENT_FIELD} = {outer_segment(config)} (whole training windows)"
+        )
     return config

@@ -24,6 +24,12 @@ class Transitions:
         mc_return: ``[..., B]`` discounted reward-to-go to the end of the stored trajectory.
         terminal_obs: ``[..., B, obs_dim]`` that trajectory's last ``next_obs``.
         terminal_discount: ``[..., B]`` γ^(T−t); 0 where the trajectory ended by termination.
+        timestep: ``[..., B]`` the step's index within its episode (0 at the episode's start).
+        return_to_go: ``[..., B]`` undiscounted sum of the episode's rewards from this step on
+            (what a decision transformer conditions on).
+
+    ``timestep`` and ``return_to_go`` are derived from the stored episodes when a dataset is
+    loaded; they are not stored and not part of an adaptation set's hash.
     """
 
     obs: torch.Tensor
@@ -34,6 +40,8 @@ class Transitions:
     mc_return: torch.Tensor
     terminal_obs: torch.Tensor
     terminal_discount: torch.Tensor
+    timestep: torch.Tensor
+    return_to_go: torch.Tensor
 
     def map(self, fn) -> Transitions:
         return Transitions(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
@@ -97,6 +105,8 @@ def synthetic_meta_batch(
             mc_return=f(),
             terminal_obs=f(obs_dim),
             terminal_discount=torch.rand(tasks, n, generator=g),
+            timestep=torch.arange(n).float().expand(tasks, n).contiguous(),
+            return_to_go=f(),
         )
 
     return MetaBatch(part(inner), part(outer), torch.arange(tasks))

@@ -430,3 +430,12 @@ def inner_grads(
     """Per-task gradients w.r.t. the effective weights (the handles) of the first ``n_layers``."""
     handles = state.handles(n_layers)
     return list(torch.autograd.grad(loss, handles, create_graph=create_graph))
+
+
+def mlp(inp: int, out: int, width: int, depth: int) -> nn.Sequential:
+    """``depth`` ReLU layers of ``width`` units and a linear output (PyTorch's default init)."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(inp if i == 0 else width, width), nn.ReLU()]
+    layers.append(nn.Linear(width, out))
+    return nn.Sequential(*layers)

@@ -44,6 +44,8 @@ TRANSITION_FIELDS = (
     "terminal_obs",
     "terminal_discount",
 )
+DERIVED_FIELDS = ("timestep", "return_to_go")
+"""Per-row fields computed from the stored episodes at load time (never stored, never hashed)."""
 EPISODE_FIELDS = ("episode_start", "episode_length", "episode_return", "episode_success")
 MANIFEST = "manifest.json"
 
@@ -91,6 +93,23 @@ def episode_fields(
         "mc_return": mc.astype(np.float32),
         "terminal_obs": np.repeat(np.asarray(next_obs[-1:], dtype=np.float32), n, axis=0),
         "terminal_discount": disc.astype(np.float32),
+    }
+
+
+def derived_fields(reward: np.ndarray, episode_start: np.ndarray) -> dict[str, np.ndarray]:
+    """Each row's step index within its episode and the episode's undiscounted reward-to-go
+    from that row: what sequence models (Prompt-DT) condition on, from the stored episodes."""
+    n = len(reward)
+    starts = np.asarray(episode_start, dtype=np.int64)
+    episode = np.searchsorted(starts, np.arange(n), side="right") - 1
+    timestep = np.arange(n) - starts[episode]
+    r = np.asarray(reward, dtype=np.float64)
+    suffix = np.cumsum(r[::-1])[::-1]  # Σ_{k≥t} r_k over the whole buffer
+    ends = np.append(starts[1:], n)
+    after = np.append(suffix, 0.0)[ends[episode]]  # what lies past the row's episode
+    return {
+        "timestep": timestep.astype(np.float32),
+        "return_to_go": (suffix - after).astype(np.float32),
     }
 
 
@@ -329,12 +348,14 @@ class OfflineDataset:
     ) -> OfflineDataset:
         if skip < 1:
             raise ValueError(f"skip must be ≥ 1, got {skip}")
-        cols: dict[str, list[np.ndarray]] = {k: [] for k in TRANSITION_FIELDS}
+        cols: dict[str, list[np.ndarray]] = {k: [] for k in TRANSITION_FIELDS + DERIVED_FIELDS}
         lengths, starts, rets, succs = [], [], [], []
         for arrays in per_task:
             keep = np.arange(0, len(arrays["reward"]), skip)
-            for k in TRANSITION_FIELDS:
-                cols[k].append(arrays[k][keep])
+            # derived on the full trajectories, so they stay exact under sub-sampling
+            full = {**arrays, **derived_fields(arrays["reward"], arrays["episode_start"])}
+            for k in TRANSITION_FIELDS + DERIVED_FIELDS:
+                cols[k].append(full[k][keep])
             lengths.append(len(keep))
             # episode starts re-expressed in sub-sampled rows
             starts.append(np.unique(np.ceil(arrays["episode_start"] / skip).astype(np.int64)))
@@ -419,6 +440,25 @@ class OfflineDataset:
         rows = self.offsets[pos, None] + start[:, None] + steps
         return self._gather(rows)
 
+    def sample_segments(
+        self,
+        task_indices: list[int],
+        segments: int,
+        length: int,
+        generator: torch.Generator | None = None,
+    ) -> Transitions:
+        """``[tasks, segments · length]`` rows: per task, ``segments`` runs of ``length``
+        consecutive rows, each from a uniformly drawn row. A run that reaches its episode's end
+        carries on into the next episode (or repeats the buffer's last row); ``timestep`` shows
+        where, and sequence learners mask those rows (as the original left-pads short ones)."""
+        pos = torch.tensor([self.position(t) for t in task_indices])
+        u = torch.rand(len(task_indices), segments, generator=generator)
+        start = (u * self.lengths[pos, None]).long()  # [tasks, segments]
+        steps = start[..., None] + torch.arange(length)  # [tasks, segments, length]
+        steps = torch.minimum(steps, self.lengths[pos, None, None] - 1)
+        rows = self.offsets[pos, None, None] + steps
+        return self._gather(rows.reshape(len(task_indices), segments * length))
+
     def meta_batch(
         self,
         task_indices: list[int],
@@ -428,13 +468,21 @@ class OfflineDataset:
         generator: torch.Generator | None = None,
         inner_quality: Quality = "all",
         inner_fraction: float = 1.0 / 3.0,
+        outer_segment: int = 1,
     ) -> MetaBatch:
         """Inner = consecutive rows (from a quality slice, for the quality ablations), outer =
-        uniform rows of the whole buffers of the same tasks (protocol §4)."""
+        uniform rows of the whole buffers of the same tasks (protocol §4) — or, for a learner
+        whose Config asks for ``outer_segment`` > 1 (a sequence model), ``outer_batch /
+        outer_segment`` runs of that many consecutive rows."""
         inner = self.sample_contiguous(
             task_indices, inner_batch, generator, inner_quality, inner_fraction
         )
-        outer = self.sample_uniform(task_indices, outer_batch, generator)
+        if outer_segment == 1:
+            outer = self.sample_uniform(task_indices, outer_batch, generator)
+        else:
+            outer = self.sample_segments(
+                task_indices, outer_batch // outer_segment, outer_segment, generator
+            )
         return MetaBatch(inner, outer, torch.tensor(train_positions, dtype=torch.long))
 
     def adaptation_set(

@@ -9,6 +9,7 @@ random policy (the 0 of normalised scores); the best behaviour episode of the ta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -39,15 +40,29 @@ class EvalConfig:
     consecutive rows per (seed, task)"""
 
 
-def rollout(env, policy, episodes: int, seed: int, score: str) -> tuple[float, float]:
-    """Mean return and success rate of ``policy`` (callable obs → action) over ``episodes``."""
+def rollout(
+    env,
+    policy,
+    episodes: int,
+    seed: int,
+    score: str,
+    reset: Callable[[], None] | None = None,
+    observe: Callable[[float], None] | None = None,
+) -> tuple[float, float]:
+    """Mean return and success rate of ``policy`` (callable obs → action) over ``episodes``;
+    ``reset`` is called before each episode and ``observe(reward)`` after each step (a policy
+    with a history needs both)."""
     returns, successes = [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
+        if reset is not None:
+            reset()
         total, success, done = 0.0, 0.0, False
         while not done:
             action = policy(obs)
             obs, r, term, trunc, info = env.step(action)
+            if observe is not None:
+                observe(float(r))
             total += r
             success = max(success, float(info.get("success", 0.0)))
             done = term or trunc
@@ -128,7 +143,12 @@ def evaluate(
 
         def score(policy: Policy, env=env, scale=scale, ep_seed=ep_seed):
             act = _numpy_policy(policy, scale, learner.device, learner.name)
-            return rollout(env, act, cfg.episodes, ep_seed, family.score)
+            dev = learner.device
+
+            def observe(r: float) -> None:
+                policy.observe(torch.tensor([r], dtype=torch.float32, device=dev))
+
+            return rollout(env, act, cfg.episodes, ep_seed, family.score, policy.reset, observe)
 
         try:
             pre = score(learner.prior_policy())

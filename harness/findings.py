@@ -42,6 +42,9 @@ CLAIMS: list[Claim] = [
         "MT+FT < Meta-BC on walker and ant", "mt-ft", "meta-bc", "<", ("walker-params", "ant-dir")
     ),
     Claim("MACAW > MT+FT on cheetah-vel", "macaw", "mt-ft", ">", ("cheetah-vel",)),
+    # the newcomers' own papers' comparisons
+    Claim("FOCAL > offline PEARL (FOCAL's paper)", "focal", "pearl", ">"),
+    Claim("Prompt-DT > Meta-BC (Prompt-DT's paper)", "prompt-dt", "meta-bc", ">"),
     # ablations
     Claim("the advantage head helps on poor data", "macaw", "macaw-no-head", ">"),
     Claim("WT beats no-WT at equal width", "macaw", "macaw-no-wt", ">"),

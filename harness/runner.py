@@ -35,7 +35,7 @@ import torch
 from annotated_types import Interval
 from filelock import FileLock, Timeout
 
-from algorithms.base import PositiveInt, learner_class, make_config
+from algorithms.base import PositiveInt, learner_class, make_config, outer_segment
 from envs import make_family
 from harness.collect.build import require_dataset
 from harness.datasets import OfflineDataset, manifest_hash
@@ -399,6 +399,7 @@ def _execute_locked(
             gen,
             inner_quality=cfg.inner_quality,
             inner_fraction=cfg.inner_fraction,
+            outer_segment=outer_segment(lcfg),
         )
         try:
             train_metrics = learner.train_step(batch)  # moves the batch to the learner's device

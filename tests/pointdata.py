@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from algorithms.base import Policy
 from algorithms.batch import Transitions
 from envs.point_robot import PointRobotEnv
 from harness.datasets import OfflineDataset, assemble_buffer
@@ -48,15 +49,20 @@ def make_dataset(n_train: int = 20, n_test: int = 5, n_episodes: int = 40, seed:
 
 
 def evaluate(policy_fn, goal: np.ndarray, episodes: int = 4, seed: int = 123) -> float:
-    """Mean return of a deterministic policy (obs tensor [1, 2] → action in [-1, 1])."""
+    """Mean return of a deterministic policy (obs tensor [1, 2] → action in [-1, 1]); a
+    :class:`~algorithms.base.Policy` is reset before each episode and shown each reward."""
     env = PointRobotEnv({"goal": goal})
     total = 0.0
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
+        if isinstance(policy_fn, Policy):
+            policy_fn.reset()
         for _ in range(env.horizon):
             with torch.no_grad():
                 a = policy_fn(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
             obs, r, *_ = env.step(0.1 * np.clip(a, -1, 1))
+            if isinstance(policy_fn, Policy):
+                policy_fn.observe(torch.tensor([float(r)]))
             total += r
     return total / episodes
 

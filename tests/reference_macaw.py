@@ -139,6 +139,8 @@ def make_batch(T, B, obs, act, seed=0):
             f(T, B),
             f(T, B, obs),
             torch.rand(T, B, generator=g),
+            torch.arange(B).float().expand(T, B).contiguous(),  # one long episode
+            torch.zeros(T, B),
         )
 
     return MetaBatch(tr(), tr(), torch.arange(T))

@@ -23,6 +23,8 @@ SMALL = {
     "outer_batch": 8,
     "tasks_per_batch": 3,
     "finetune_steps": 2,
+    "outer_segment": 4,
+    "embed_dim": 16,
 }
 
 

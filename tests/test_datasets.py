@@ -11,6 +11,7 @@ from harness.datasets import (
     DatasetError,
     OfflineDataset,
     assemble_buffer,
+    derived_fields,
     episode_fields,
     manifest_hash,
     read_manifest,
@@ -168,11 +169,35 @@ def test_uniform_and_contiguous_batches_have_task_batch_shape(ds):
     assert mb.inner.obs.shape == (2, 8, 2) and mb.outer.obs.shape == (2, 12, 2)
 
 
+def test_timestep_and_return_to_go_restart_at_each_episode():
+    r = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 5.0])
+    f = derived_fields(r, np.array([0, 3, 5]))
+    np.testing.assert_allclose(f["timestep"], [0, 1, 2, 0, 1, 0])
+    np.testing.assert_allclose(f["return_to_go"], [6, 5, 3, 30, 20, 5])
+
+
+def test_segments_are_runs_of_consecutive_rows_of_their_own_task(ds):
+    g = torch.Generator().manual_seed(0)
+    seg = ds.sample_segments([0, 5], segments=4, length=3, generator=g)
+    assert seg.obs.shape == (2, 12, 2)
+    own = ds.task_transitions(5)
+    for k in range(4):
+        run = seg.obs[1, 3 * k : 3 * k + 3]
+        start = int(torch.nonzero((own.obs == run[0]).all(-1))[0])
+        end = min(start + 3, len(own))
+        torch.testing.assert_close(run[: end - start], own.obs[start:end])
+    mb = ds.meta_batch([1, 2], [1, 2], 8, 12, g, outer_segment=4)
+    assert mb.outer.obs.shape == (2, 12, 2)
+
+
 def test_every_k_subsampling_keeps_every_kth_row(built):
     full = OfflineDataset.load(built, tasks=[3])
     sub = OfflineDataset.load(built, tasks=[3], skip=7)
     torch.testing.assert_close(sub.data["obs"], full.data["obs"][::7])
     torch.testing.assert_close(sub.data["mc_return"], full.data["mc_return"][::7])
+    # derived on the full trajectories: exact under sub-sampling too
+    torch.testing.assert_close(sub.data["return_to_go"], full.data["return_to_go"][::7])
+    torch.testing.assert_close(sub.data["timestep"], full.data["timestep"][::7])
 
 
 def test_quality_slices_pick_first_middle_last_parts(ds):

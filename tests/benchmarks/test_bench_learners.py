@@ -1,7 +1,8 @@
 """Meta-iteration cost of each learner at the paper's settings, with a reference in the same run.
 
-HalfCheetah dimensions (obs 20, act 6), batch 256 per task, 5 tasks (PEARL: its 16), MACAW with
-weight transform. The reference is a plain per-task autograd loop of the same MACAW equations
+HalfCheetah dimensions (obs 20, act 6), batch 256 per task, 5 tasks (PEARL and FOCAL: their 16;
+Prompt-DT: 16 windows of 20 steps from each of 5 tasks), MACAW with weight transform. The
+reference is a plain per-task autograd loop of the same MACAW equations
 (``tests/reference_macaw.py``); the ratio of the two medians is what we report.
 
 ``OMRL_BENCH_DEVICE=cuda`` runs the same benchmarks on a GPU (every step ends in ``.item()``
@@ -46,11 +47,14 @@ def test_reference_pearl_step_with_every_gradient(benchmark):
     _medians["pearl-reference"] = benchmark.stats.stats.median
 
 
-@pytest.mark.parametrize("name", ["macaw", "meta-bc", "mt-ft", "pearl"])
+SLOW = ("pearl", "focal", "prompt-dt")
+
+
+@pytest.mark.parametrize("name", ["macaw", "meta-bc", "mt-ft", "pearl", "focal", "prompt-dt"])
 def test_meta_train_step(benchmark, name):
     learner = learner_class(name)(OBS, ACT, N_TRAIN, device=DEVICE)
     batch = _batch(learner)
-    rounds = 10 if name != "pearl" else 5
+    rounds = 5 if name in SLOW else 10
     benchmark.pedantic(learner.meta_train_step, args=(batch,), rounds=rounds, warmup_rounds=2)
     median = benchmark.stats.stats.median
     benchmark.extra_info["ms_per_step"] = round(median * 1e3, 1)
