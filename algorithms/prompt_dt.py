@@ -254,7 +254,13 @@ class PromptDT(OfflineMetaLearner):
         """The return to aim for: the best episode return the adaptation set shows (its rows
         at an episode's start), else the best seen in training."""
         starts = support.return_to_go[support.timestep == 0].to(self.device)
-        return starts.max() if starts.numel() else self.target_return.clone()
+        return starts.max() if starts.numel() else self.trained_target()
+
+    def trained_target(self) -> torch.Tensor:
+        """The best episode return seen in training; 0 before any (the untrained learner is
+        scored at step 0 too)."""
+        t = self.target_return
+        return t.clone() if torch.isfinite(t) else torch.zeros((), device=self.device)
 
     def adapt(self, support: Transitions) -> Policy:
         with torch.no_grad():
@@ -269,4 +275,4 @@ class PromptDT(OfflineMetaLearner):
             torch.zeros(1, H, self.act_dim, device=dev),
             torch.zeros(1, H, device=dev),
         )
-        return _PromptedPolicy(self, zeros, self.target_return.clone())
+        return _PromptedPolicy(self, zeros, self.trained_target())

@@ -17,7 +17,8 @@ contract point. The checks, in order:
 2. **step** — ``train_step`` on a synthetic meta-batch returns a dict of finite floats named
    ``train/…``;
 3. **adapt** — ``adapt`` returns a :class:`~algorithms.base.Policy` whose actions are finite,
-   shaped ``[B, act_dim]`` and within [−1, 1] (and ``prior_policy`` too, if defined);
+   shaped ``[B, act_dim]`` and within [−1, 1] (and ``prior_policy`` too, if defined), both
+   before any training (the harness scores the untrained learner at step 0) and after a step;
 4. **seeding** — two learners of the same seed give the same losses;
 5. **round trip** — a learner restored from ``state_dict`` takes the next step with the same
    losses and acts the same as the original: state kept outside modules, optimizers and tensor
@@ -109,6 +110,24 @@ def check_learner(
     def make(seed: int = 0) -> OfflineMetaLearner:
         return cls(OBS, ACT, N_TRAIN, cfg, device=device, seed=seed)
 
+    support = _batch(cfg, seed=2).inner.map(lambda x: x[0])
+    obs = torch.randn(9, OBS, generator=torch.Generator().manual_seed(3)).to(device)
+
+    def check_acting(learner: OfflineMetaLearner, when: str) -> None:
+        try:
+            check_policy_actions(cls.__name__, learner.adapt(support.to(device)), obs, ACT)
+            try:
+                prior = learner.prior_policy()
+            except NotImplementedError:
+                prior = None
+            if prior is not None:
+                check_policy_actions(cls.__name__, prior, obs, ACT)
+        except ValueError as e:
+            raise _fail(cls, "adapt", f"{when}: {e}") from None
+
+    # 3a. the harness scores the untrained learner first (step 0 of every curve)
+    check_acting(make(), "before any train_step")
+
     # 2. step
     learner = make()
     batch = _batch(cfg, seed=1)
@@ -121,19 +140,8 @@ def check_learner(
     if learner.steps != 1:
         raise _fail(cls, "step", "train_step must count steps (do not override it)")
 
-    # 3. adapt
-    support = _batch(cfg, seed=2).inner.map(lambda x: x[0])
-    obs = torch.randn(9, OBS, generator=torch.Generator().manual_seed(3)).to(device)
-    try:
-        check_policy_actions(cls.__name__, learner.adapt(support.to(device)), obs, ACT)
-        try:
-            prior = learner.prior_policy()
-        except NotImplementedError:
-            prior = None
-        if prior is not None:
-            check_policy_actions(cls.__name__, prior, obs, ACT)
-    except ValueError as e:
-        raise _fail(cls, "adapt", str(e)) from None
+    # 3. adapt, after a step
+    check_acting(learner, "after a train_step")
 
     # 4. seeding (before the round trip: unseeded randomness would fail that too)
     torch.manual_seed(6)

@@ -146,7 +146,10 @@ def test_kill_9_during_a_suite_then_rerun_loses_and_duplicates_nothing(tmp_path,
 @pytest.mark.parametrize(
     "text, message",
     [
-        ('algorithms = ["macaw", "maml"]\nfamilies = ["point-robot"]', "known algorithms: focal, macaw"),
+        (
+            'algorithms = ["macaw", "maml"]\nfamilies = ["point-robot"]',
+            "known algorithms: focal, macaw",
+        ),
         ('algorithms = ["macaw"]\nfamilies = ["point-rob"]', "known families: ant-dir"),
         (
             'algorithms = ["macaw"]\nfamilies = ["point-robot"]\n[learner.macaw]\nwdth = 3',
