@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
-from algorithms.networks import mlp, soft_update_, tanh_gaussian_sample
+from algorithms.networks import LatentPolicy, mlp, soft_update_, tanh_gaussian_sample
 
 EPS = 1e-8
 
@@ -114,15 +114,6 @@ class FOCALConfig:
     """context transitions per task (embedding_batch_size; 100 in the cheetah-vel config)"""
     outer_batch: PositiveInt = 256
     """actor-critic batch per task"""
-
-
-class _EmbeddingPolicy(Policy):
-    def __init__(self, policy: torch.nn.Module, z: torch.Tensor):
-        self.policy, self.z = policy, z  # z: [latent]
-
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        mean, _ = self.policy(torch.cat([obs, self.z.expand(obs.shape[0], -1)], -1)).chunk(2, -1)
-        return torch.tanh(mean)
 
 
 class FOCAL(OfflineMetaLearner):
@@ -292,10 +283,8 @@ class FOCAL(OfflineMetaLearner):
     def adapt(self, support: Transitions) -> Policy:
         with torch.no_grad():
             z = self.embed(support.to(self.device).map(lambda x: x.unsqueeze(0)))
-        return _EmbeddingPolicy(self.policy, z[0])
+        return LatentPolicy(self.policy, z[0])
 
     def prior_policy(self) -> Policy:
         """Acts with z = 0 (no context seen)."""
-        return _EmbeddingPolicy(
-            self.policy, torch.zeros(self.config.latent_size, device=self.device)
-        )
+        return LatentPolicy(self.policy, torch.zeros(self.config.latent_size, device=self.device))

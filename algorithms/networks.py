@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from algorithms.base import Policy
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -439,3 +441,15 @@ def mlp(inp: int, out: int, width: int, depth: int) -> nn.Sequential:
         layers += [nn.Linear(inp if i == 0 else width, width), nn.ReLU()]
     layers.append(nn.Linear(width, out))
     return nn.Sequential(*layers)
+
+
+class LatentPolicy(Policy):
+    """Acts with the tanh of the mean of a policy net fed ``[obs, z]`` for one fixed task
+    latent ``z`` (offline PEARL's posterior mean, FOCAL's embedding)."""
+
+    def __init__(self, policy: nn.Module, z: torch.Tensor):
+        self.policy, self.z = policy, z  # z: [latent]
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        mean, _ = self.policy(torch.cat([obs, self.z.expand(obs.shape[0], -1)], -1)).chunk(2, -1)
+        return torch.tanh(mean)

@@ -27,7 +27,7 @@ from torch import nn
 
 from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
-from algorithms.networks import soft_update_, tanh_gaussian_sample
+from algorithms.networks import LatentPolicy, soft_update_, tanh_gaussian_sample
 
 
 @dataclass(frozen=True)
@@ -81,15 +81,6 @@ def _oyster_init_(net: nn.Sequential, last_bound: float = 3e-3, hidden_bias: flo
         linears[-1].weight.uniform_(-last_bound, last_bound)
         linears[-1].bias.uniform_(-last_bound, last_bound)
     return net
-
-
-class _PosteriorMeanPolicy(Policy):
-    def __init__(self, policy: nn.Module, z: torch.Tensor):
-        self.policy, self.z = policy, z  # z: [latent]
-
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        mean, _ = self.policy(torch.cat([obs, self.z.expand(obs.shape[0], -1)], -1)).chunk(2, -1)
-        return torch.tanh(mean)
 
 
 class OfflinePEARL(OfflineMetaLearner):
@@ -194,10 +185,8 @@ class OfflinePEARL(OfflineMetaLearner):
     def adapt(self, support: Transitions) -> Policy:
         with torch.no_grad():
             mu, _ = self.posterior(support.to(self.device).map(lambda x: x.unsqueeze(0)))
-        return _PosteriorMeanPolicy(self.policy, mu[0])
+        return LatentPolicy(self.policy, mu[0])
 
     def prior_policy(self) -> Policy:
         """Acts with the prior mean z = 0 (no context seen)."""
-        return _PosteriorMeanPolicy(
-            self.policy, torch.zeros(self.config.latent_size, device=self.device)
-        )
+        return LatentPolicy(self.policy, torch.zeros(self.config.latent_size, device=self.device))
