@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -544,10 +546,16 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate_as_interrupt(_sig, _frame) -> None:
+    raise KeyboardInterrupt  # `kill PID` stops as Ctrl-C does: checkpoints kept, workers stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from harness.datasets import DatasetError
 
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt) if on_main else None
     try:
         args.fn(args)
     except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as e:
@@ -559,4 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0

@@ -41,6 +41,7 @@ from harness.runner import (
     execute_run,
     request_stop,
     run_dir,
+    stop_requested,
 )
 
 GRACE_S = 8.0
@@ -102,8 +103,29 @@ def _execute(cfg, results, root, opts, on_step) -> tuple[str, str]:
 
 
 # -- local pool ----------------------------------------------------------------------------------
-def _worker(tasks, events, results: str, root: str | None, opts: RunOptions) -> None:
-    """A pool process: runs what it is given until told to stop (None or SIGTERM)."""
+ORPHAN_POLL_S = 0.5
+"""how often a worker checks that the launch that started it is still alive"""
+
+
+def _exit_with_parent(parent: int, events, is_busy: Callable[[], bool]) -> None:
+    """A worker's watchdog thread: if its parent dies (``kill -9``, a SIGTERM to the parent
+    alone, a closed terminal), the run checkpoints its current step and the worker exits —
+    an orphan must not go on training, nor hang on a queue nobody reads."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_S)
+    events.cancel_join_thread()  # nobody reads the events any more: do not wait to flush them
+    request_stop()
+    deadline = time.monotonic() + GRACE_S
+    while is_busy() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os._exit(0)
+
+
+def _worker(tasks, events, results: str, root: str | None, opts: RunOptions, parent: int) -> None:
+    """A pool process: runs what it is given until told to stop (None, SIGTERM, or its parent
+    gone)."""
+    import threading
+
     import torch
 
     busy = False
@@ -116,6 +138,9 @@ def _worker(tasks, events, results: str, root: str | None, opts: RunOptions) -> 
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what a Ctrl-C means
     signal.signal(signal.SIGTERM, on_term)
+    threading.Thread(
+        target=_exit_with_parent, args=(parent, events, lambda: busy), daemon=True
+    ).start()
     torch.set_num_threads(1)
     use_huge_pages()  # once per process; see harness/hugepages.py
     while True:
@@ -136,7 +161,7 @@ def _worker(tasks, events, results: str, root: str | None, opts: RunOptions) -> 
         status, detail = _execute(cfg, results, root, opts, on_step)
         busy = False
         events.put((status, i, detail))
-        if status == "stopped":
+        if status == "stopped" or stop_requested():  # a stop asked as the run finished: no more
             return
 
 
@@ -144,7 +169,11 @@ def _run_pool(runs, results, root, workers, opts, on_progress, on_done) -> dict[
     ctx = mp.get_context("spawn")  # no inherited torch or OpenMP state
     tasks, events = ctx.Queue(), ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(tasks, events, str(results), root, opts), daemon=True)
+        ctx.Process(
+            target=_worker,
+            args=(tasks, events, str(results), root, opts, os.getpid()),
+            daemon=True,
+        )
         for _ in range(workers)
     ]
     for p in procs:
@@ -241,7 +270,7 @@ def _run_inprocess(runs, results, root, opts, on_progress, on_done) -> dict[int,
         print("stopping: the run checkpoints its step (Ctrl-C again to stop now)", flush=True)
         request_stop()
 
-    previous = signal.signal(signal.SIGINT, on_int)
+    previous = {sig: signal.signal(sig, on_int) for sig in (signal.SIGINT, signal.SIGTERM)}
     clear_stop()
     try:
         for i, cfg in enumerate(runs):
@@ -258,7 +287,8 @@ def _run_inprocess(runs, results, root, opts, on_progress, on_done) -> dict[int,
             if status == "stopped":
                 raise KeyboardInterrupt
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         clear_stop()
     return outcome
 

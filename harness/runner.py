@@ -95,6 +95,11 @@ def clear_stop() -> None:
     _STOP.clear()
 
 
+def stop_requested() -> bool:
+    """Whether :func:`request_stop` was called since the last :func:`clear_stop`."""
+    return _STOP.is_set()
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one run (the learner's own hyperparameters are in ``learner``)."""

@@ -100,6 +100,54 @@ def test_ctrl_c_to_a_pool_run_stops_within_10_s_and_the_rerun_gives_identical_ro
     )
 
 
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(stat))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_a_pool_launch_killed_alone_leaves_no_worker_running_and_resumes_exactly(
+    tmp_path, data_root, lone, sig
+):
+    """`kill PID` stops a launch as Ctrl-C does; after `kill -9 PID` its workers notice the
+    parent is gone, checkpoint and exit — no orphan trains on, and the rerun loses nothing."""
+    suite = suite_file(tmp_path, MACAW_SUITE.format(steps=240))
+    args = run_args(suite, tmp_path, data_root, "--workers", "2")
+    proc = _launch(args, quiet=True, start_new_session=True)
+    metrics = tmp_path / "r" / "t" / "runs" / "macaw__point-robot__seed0" / "metrics.csv"
+    _wait_for_rows(metrics, 1 + 2 * 20, proc)
+    workers = _children(proc.pid)
+    assert workers
+    t0 = time.time()
+    os.kill(proc.pid, sig)  # the launch alone, not its process group
+    proc.wait(timeout=30)
+    assert proc.returncode == (130 if sig == signal.SIGTERM else -signal.SIGKILL)
+    while any(_alive(w) for w in workers) and time.time() - t0 < 15:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "a worker outlived its launch"
+    assert not (metrics.parent / "done.json").exists()
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    pd.testing.assert_frame_equal(_all_rows(tmp_path / "r"), _all_rows(lone))
+
+
 def test_two_launches_at_once_give_the_rows_of_a_lone_launch(tmp_path, data_root, lone):
     suite = suite_file(tmp_path, MACAW_SUITE.format(steps=240))
     args = run_args(suite, tmp_path, data_root, "--workers", "2")
