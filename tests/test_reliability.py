@@ -57,11 +57,24 @@ def lone(tmp_path_factory, data_root):
     return tmp / "r"
 
 
+def _terminal_signals() -> None:
+    """A terminal's foreground job takes Ctrl-C. A shell without job control (a CI script, a
+    `cmd &` in a script) starts its children with SIGINT ignored, and Python then keeps it
+    ignored: the launch would never see the test's Ctrl-C (seen: rc 0 after a full run)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _launch(args, quiet=False, **kw):
     """``python -m harness ARGS`` in the background, as a user's terminal would start it."""
     out = subprocess.DEVNULL if quiet else subprocess.PIPE
     return subprocess.Popen(
-        [sys.executable, "-m", "harness", *args], cwd=ROOT, stdout=out, stderr=out, text=True, **kw
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        stdout=out,
+        stderr=out,
+        text=True,
+        preexec_fn=_terminal_signals,
+        **kw,
     )
 
 
