@@ -439,14 +439,15 @@ def run_all(
     from harness.collect.build import data_root as default_data_root
 
     root = str(Path(data_root or default_data_root()).resolve())
-    if executor == "inprocess" or (executor == "local" and workers == 1):
-        outcome = _run_inprocess(runs, results, root, opts, on_progress, on_done)
-    elif executor == "local":
-        outcome = _run_pool(runs, results, root, workers, opts, on_progress, on_done)
-    elif executor == "slurm":
-        outcome = _run_slurm(runs, results, root, slurm or SlurmOptions(), opts, on_done)
-    else:
-        outcome = _run_ray(runs, results, root, workers, address, opts, on_done)
+    if executor == "local" and workers == 1:
+        executor = "inprocess"  # one worker: no pool to start, Ctrl-C handled in this process
+    run_with = {
+        "inprocess": lambda: _run_inprocess(runs, results, root, opts, on_progress, on_done),
+        "local": lambda: _run_pool(runs, results, root, workers, opts, on_progress, on_done),
+        "ray": lambda: _run_ray(runs, results, root, workers, address, opts, on_done),
+        "slurm": lambda: _run_slurm(runs, results, root, slurm or SlurmOptions(), opts, on_done),
+    }
+    outcome = run_with[executor]()
     failed = [(runs[i], d) for i, (s, d) in sorted(outcome.items()) if s == "failed"]
     if failed:
         cfg, line = failed[0]
