@@ -57,8 +57,9 @@ _POINT = SACConfig(hidden=64, lr=1e-3, batch_size=256)
 # on cheetah-dir, learned at least as fast per env step: 80 000 steps reached a last-10 % return
 # of 1 084 forward / 1 158 backward in 245 s (2 × 128 / 256: 1 006 / 1 087 in 342 s; 2 × 256 /
 # 256 at 14 000 steps: 40 / 520 in 368 s). On walker it bought twice the steps in a third of
-# the time (336.5 in 647 s); ant's 25 tasks per agent need the width (205.3 at 100 000 steps
-# against 345.4 at 2 × 256). README, "Offline data".
+# the time (336.5 in 647 s). Ant's 25 tasks per agent need width and batch: 100 000 steps of
+# 2 × 128 / 128 gave 205.3, of 2 × 256 / 128 299.0; 90 000 steps of 2 × 256 / 256 gave 404.0
+# in 1 630 s. README, "Offline data".
 _FAST = SACConfig(hidden=128, lr=1e-3, batch_size=128)
 _TINY = SACConfig(hidden=32, lr=1e-3, batch_size=64)
 
@@ -96,7 +97,7 @@ SAC_BUDGETS: dict[str, dict[str, SACBudget]] = {
     },
     "ant-dir": {
         "small": _cond(12000, 25),
-        "default": _cond(45000, 25),
+        "default": _cond(90000, 25),
     },
     "_mujoco": {
         "tiny": _cond(400, 25, _TINY, segment=200),
