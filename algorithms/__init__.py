@@ -3,6 +3,7 @@
 from algorithms.base import (
     OfflineMetaLearner,
     Policy,
+    PolicyBatch,
     known_learners,
     learner_class,
     make_config,
@@ -14,6 +15,7 @@ __all__ = [
     "MetaBatch",
     "OfflineMetaLearner",
     "Policy",
+    "PolicyBatch",
     "Transitions",
     "known_learners",
     "learner_class",

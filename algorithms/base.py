@@ -16,6 +16,7 @@ import functools
 import importlib
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar
 
 import pydantic
@@ -62,6 +63,58 @@ class Policy(ABC):
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.act(obs)
+
+    @classmethod
+    def batch(cls, policies: Sequence[Policy]) -> PolicyBatch:
+        """Policies of this class acting together, one per environment (the evaluator steps all
+        test tasks' environments at once). The default acts one after another; a subclass whose
+        policies can share one forward pass overrides this (its row ``i`` must equal what
+        policy ``i`` alone returns, bit for bit: evaluation results may not depend on batching).
+        """
+        return PolicyBatch(policies)
+
+
+class PolicyBatch:
+    """``N`` policies acting in ``N`` environments: row ``i`` of every tensor is policy ``i``'s.
+
+    Rows whose episode has ended are inactive: they are not stepped, and what ``act`` returns
+    for them is ignored. This default asks each active policy alone; subclasses vectorise.
+    ``stateless``: the policies keep no history, so ``reset`` and ``observe`` need not visit
+    them (a subclass for memoryless policies sets it).
+    """
+
+    stateless = False
+
+    def __init__(self, policies: Sequence[Policy]):
+        self.policies = list(policies)
+
+    def __len__(self) -> int:
+        return len(self.policies)
+
+    def reset(self) -> None:
+        """Every environment starts a new episode."""
+        if self.stateless:
+            return
+        for p in self.policies:
+            p.reset()
+
+    def act(self, obs: torch.Tensor, active: Sequence[bool]) -> torch.Tensor:
+        """obs: [N, obs_dim] → actions [N, act_dim] (zeros in inactive rows)."""
+        rows = [i for i, a in enumerate(active) if a]
+        acts = {i: self.policies[i](obs[i : i + 1])[0] for i in rows}
+        first = acts[rows[0]]
+        out = first.new_zeros(len(self.policies), *first.shape)
+        for i, a in acts.items():
+            out[i] = a
+        return out
+
+    def observe(self, reward: torch.Tensor, active: Sequence[bool]) -> None:
+        """reward: [N], what the last actions earned (only active rows are meaningful)."""
+        if self.stateless:
+            return
+        for i, p in enumerate(self.policies):
+            if active[i]:
+                p.observe(reward[i : i + 1])
 
 
 class OfflineMetaLearner(ABC):

@@ -35,6 +35,7 @@ from algorithms.batch import MetaBatch, Transitions, batch_part
 from algorithms.networks import (
     MetaMLP,
     NetState,
+    StatePolicy,
     awr_weights,
     gaussian_log_prob,
     inner_grads,
@@ -82,17 +83,6 @@ class MACAWConfig:
     tasks_per_batch: PositiveInt = 5
     inner_batch: PositiveInt = 256
     outer_batch: PositiveInt = 256
-
-
-class StatePolicy(Policy):
-    """Acts with a MetaMLP policy's adapted state for one task."""
-
-    def __init__(self, net: MetaMLP, state: NetState):
-        self.net, self.state = net, state
-
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        out = self.net.run(self.state, obs.unsqueeze(0).to(self.state.handles()[0].device))
-        return torch.tanh(out[0])
 
 
 class MACAW(OfflineMetaLearner):

@@ -17,8 +17,14 @@ import torch.nn.functional as F
 
 from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions, batch_part
-from algorithms.macaw import StatePolicy
-from algorithms.networks import MetaMLP, NetState, gaussian_log_prob, inner_grads, inverse_softplus
+from algorithms.networks import (
+    MetaMLP,
+    NetState,
+    StatePolicy,
+    gaussian_log_prob,
+    inner_grads,
+    inverse_softplus,
+)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 
 from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
-from algorithms.networks import MetaMLP, awr_weights, gaussian_log_prob
+from algorithms.networks import MetaMLP, StatePolicy, awr_weights, gaussian_log_prob
 
 
 @dataclass(frozen=True)
@@ -40,16 +40,6 @@ class MTFinetuneConfig:
     inner_batch: PositiveInt = 256
     """unused by MT+FT's training (no inner loop), kept so the harness batches all alike"""
     outer_batch: PositiveInt = 256
-
-
-class _OneHotPolicy(Policy):
-    def __init__(self, net: MetaMLP, n_tasks: int):
-        self.net, self.n = net, n_tasks
-        self.state = net.state(1)
-
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([obs, obs.new_zeros(obs.shape[0], self.n)], -1)  # task id: all zeros
-        return torch.tanh(self.net.run(self.state, x.unsqueeze(0))[0])
 
 
 class MTFinetune(OfflineMetaLearner):
@@ -125,7 +115,7 @@ class MTFinetune(OfflineMetaLearner):
                 p_opt.zero_grad()
                 self._policy_loss(policy, value, tr, None).sum().backward()
                 p_opt.step()
-        return _OneHotPolicy(policy, self.n_train_tasks)
+        return StatePolicy(policy, policy.state(1), self.n_train_tasks)  # task id: all zeros
 
     def prior_policy(self) -> Policy:
-        return _OneHotPolicy(copy.deepcopy(self.policy), self.n_train_tasks)
+        return StatePolicy(self.policy, self.policy.state(1), self.n_train_tasks)

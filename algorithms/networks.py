@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.base import Policy
+from algorithms.base import Policy, PolicyBatch
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -122,6 +122,12 @@ class WTState:
     def handles(self) -> list[torch.Tensor]:
         return [self.theta]
 
+    def weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Effective ``W [T, in, out]`` and ``b [T, out]``."""
+        Wb = self.theta.view(self.n_tasks, self.fan_in + 1, self.fan_out)
+        W, b = Wb.split([self.fan_in, 1], dim=1)
+        return W, b.squeeze(1)
+
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, B, in] → [T, B, out]. θ is ``W`` (row-major ``in × out``) then ``b``; split, not
         sliced, so its backward is one concatenation instead of a zero-filled buffer per slice."""
@@ -189,6 +195,10 @@ class BTState:
     def handles(self) -> list[torch.Tensor]:
         return [self.W, self.bias]
 
+    def weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Effective ``W [T, in, out]`` and ``b [T, out]``."""
+        return self.W, self.bias
+
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, B, in] → [T, B, out] with each task's own weights."""
         return torch.bmm(x, self.W).add_(self.bias.unsqueeze(1))
@@ -223,7 +233,38 @@ class BTState:
         )
 
 
-LayerState = WTState | BTState
+@dataclass
+class RowLayer:
+    """A linear layer frozen for acting: ``y = x W + b`` with one ``W`` per row of a batch.
+
+    ``W`` is stored transposed, ``Wt [N, out, in]``, and multiplied as a batched product with
+    its transpose view: measured on this CPU class, each row's result is then the same bits
+    whether 1 or N rows are batched (and equal to ``F.linear`` on one row), while the product
+    with a row-major ``[N, in, out]`` weight changes its summation order with N for some shapes
+    (e.g. 200 → 6). So a policy gives the same actions alone and in the batched evaluator.
+    """
+
+    Wt: torch.Tensor  # [N, out, in], contiguous
+    b: torch.Tensor  # [N, 1, out]
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, B, in] → [N, B, out]."""
+        return torch.bmm(x, self.Wt.transpose(1, 2)).add_(self.b)
+
+    def weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.Wt.transpose(1, 2), self.b.squeeze(1)
+
+    @staticmethod
+    def from_weight_bias(W: torch.Tensor, b: torch.Tensor) -> RowLayer:
+        """From ``W [N, in, out]`` and ``b [N, out]``."""
+        return RowLayer(W.detach().transpose(1, 2).contiguous(), b.detach().unsqueeze(1).clone())
+
+    @staticmethod
+    def cat(layers: Sequence[RowLayer]) -> RowLayer:
+        return RowLayer(torch.cat([x.Wt for x in layers]), torch.cat([x.b for x in layers]))
+
+
+LayerState = WTState | BTState | RowLayer
 
 
 @dataclass
@@ -254,6 +295,16 @@ class NetState:
 
     def detach(self) -> NetState:
         return NetState([layer.detach() for layer in self.layers])
+
+    def frozen(self) -> NetState:
+        """The effective weights as :class:`RowLayer` s, for acting (no graph, row-exact)."""
+        with torch.no_grad():
+            return NetState([RowLayer.from_weight_bias(*x.weight_bias()) for x in self.layers])
+
+    @staticmethod
+    def cat(states: Sequence[NetState]) -> NetState:
+        """Frozen states of the same network stacked along the task axis."""
+        return NetState([RowLayer.cat(ls) for ls in zip(*(s.layers for s in states))])
 
     @property
     def n_tasks(self) -> int:
@@ -443,6 +494,20 @@ def mlp(inp: int, out: int, width: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _rowwise_sequential(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``net`` (Linear and ReLU layers) applied to each row of ``x [N, in]`` as if alone: each
+    Linear is a batched product with its weight's transpose view, which gives the same bits per
+    row as ``F.linear`` on that row alone (see :class:`RowLayer`)."""
+    h = x.unsqueeze(1)
+    for m in net:
+        if isinstance(m, nn.Linear):
+            W = m.weight.T.expand(h.shape[0], -1, -1)
+            h = torch.bmm(h, W).add_(m.bias)
+        else:
+            h = m(h)
+    return h.squeeze(1)
+
+
 class LatentPolicy(Policy):
     """Acts with the tanh of the mean of a policy net fed ``[obs, z]`` for one fixed task
     latent ``z`` (offline PEARL's posterior mean, FOCAL's embedding)."""
@@ -453,3 +518,70 @@ class LatentPolicy(Policy):
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         mean, _ = self.policy(torch.cat([obs, self.z.expand(obs.shape[0], -1)], -1)).chunk(2, -1)
         return torch.tanh(mean)
+
+    @classmethod
+    def batch(cls, policies: Sequence[Policy]) -> PolicyBatch:
+        nets = {id(p.policy) for p in policies}
+        seq = policies[0].policy
+        plain = all(isinstance(m, nn.Linear | nn.ReLU) for m in seq)
+        if len(nets) > 1 or not isinstance(seq, nn.Sequential) or not plain:
+            return PolicyBatch(policies)
+        return _LatentBatch(policies)
+
+
+class _LatentBatch(PolicyBatch):
+    """Latent policies sharing one network: one forward for all rows, row-exact."""
+
+    stateless = True
+
+    def __init__(self, policies: Sequence[LatentPolicy]):
+        super().__init__(policies)
+        self.net = policies[0].policy
+        self.z = torch.stack([p.z for p in policies])
+
+    def act(self, obs: torch.Tensor, active: Sequence[bool]) -> torch.Tensor:
+        with torch.no_grad():
+            x = torch.cat([obs.to(self.z.device), self.z], -1)
+            mean, _ = _rowwise_sequential(self.net, x).chunk(2, -1)
+            return torch.tanh(mean)
+
+
+class StatePolicy(Policy):
+    """Acts with a :class:`MetaMLP` policy's state for one task (MACAW's and Meta-BC's adapted
+    weights; MT+FT's fine-tuned copy); ``extra_zeros`` zero inputs are appended to the
+    observation (MT+FT's task id of a new task)."""
+
+    def __init__(self, net: MetaMLP, state: NetState, extra_zeros: int = 0):
+        self.net, self.rows, self.extra = net, state.frozen(), extra_zeros
+
+    def inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.extra:
+            obs = torch.cat([obs, obs.new_zeros(obs.shape[0], self.extra)], -1)
+        return obs
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        x = self.inputs(obs.to(self.rows.layers[0].Wt.device)).unsqueeze(0)
+        return torch.tanh(self.net.run(self.rows, x)[0])
+
+    @classmethod
+    def batch(cls, policies: Sequence[Policy]) -> PolicyBatch:
+        shapes = {tuple(tuple(x.Wt.shape[1:]) for x in p.rows.layers) for p in policies}
+        if len(shapes) > 1 or len({p.extra for p in policies}) > 1:
+            return PolicyBatch(policies)
+        return _StateBatch(policies)
+
+
+class _StateBatch(PolicyBatch):
+    """MetaMLP states of one architecture stacked: one forward for all rows, row-exact."""
+
+    stateless = True
+
+    def __init__(self, policies: Sequence[StatePolicy]):
+        super().__init__(policies)
+        self.first = policies[0]
+        self.rows = NetState.cat([p.rows for p in policies])
+
+    def act(self, obs: torch.Tensor, active: Sequence[bool]) -> torch.Tensor:
+        with torch.no_grad():
+            x = self.first.inputs(obs.to(self.rows.layers[0].Wt.device)).unsqueeze(1)
+            return torch.tanh(self.first.net.run(self.rows, x)[:, 0])

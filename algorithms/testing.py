@@ -23,7 +23,9 @@ contract point. The checks, in order:
 5. **round trip** — a learner restored from ``state_dict`` takes the next step with the same
    losses and acts the same as the original: state kept outside modules, optimizers and tensor
    attributes would make a resumed run differ from an uninterrupted one;
-6. **device** — every parameter and tensor attribute lives on the learner's device.
+6. **device** — every parameter and tensor attribute lives on the learner's device;
+7. **batch** — the learner's policies acting together (``Policy.batch``, how the evaluator
+   steps all test tasks at once) give each row exactly what that policy gives alone.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 
 import torch
 
-from algorithms.base import BATCH_FIELDS, OfflineMetaLearner, Policy, make_config
+from algorithms.base import BATCH_FIELDS, OfflineMetaLearner, Policy, PolicyBatch, make_config
 from algorithms.batch import MetaBatch, synthetic_meta_batch
 
 OBS, ACT, N_TRAIN = 7, 3, 6
@@ -182,3 +184,31 @@ def check_learner(
         for t in tensors:
             if t.device.type != want.type:
                 raise _fail(cls, "device", f"{k} lives on {t.device}, not {want}")
+
+    # 7. batch: the evaluator's one forward for all test tasks must not change a single action
+    policies = [
+        learner.adapt(support.to(device)),
+        restored.adapt(_batch(cfg, 8).inner.map(lambda x: x[0]).to(device)),
+    ]
+    try:
+        policies.append(learner.prior_policy())
+    except NotImplementedError:
+        pass
+    kinds = {type(p) for p in policies}
+    batch_of = kinds.pop().batch(policies) if len(kinds) == 1 else PolicyBatch(policies)
+    rows = obs[: len(policies)]
+    with torch.no_grad():
+        alone = []
+        for i, p in enumerate(policies):
+            p.reset()
+            alone.append(p(rows[i : i + 1]))
+        batch_of.reset()
+        together = batch_of.act(rows, [True] * len(policies))
+    for i, a in enumerate(alone):
+        if not torch.equal(together[i], a[0]):
+            raise _fail(
+                cls,
+                "batch",
+                f"row {i} of {type(batch_of).__name__}.act differs from its policy acting "
+                "alone: a batched forward must give each row the same bits",
+            )

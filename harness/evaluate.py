@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from annotated_types import Interval
 
-from algorithms.base import OfflineMetaLearner, Policy, PositiveInt
+from algorithms.base import OfflineMetaLearner, Policy, PolicyBatch, PositiveInt
 from envs.base import TaskFamily
 from harness.datasets import OfflineDataset, transitions_hash
 
@@ -71,30 +71,6 @@ def rollout(
     return float(np.mean(returns)), float(np.mean(successes)) if score == "success" else np.nan
 
 
-def _numpy_policy(policy: Policy, scale: float, device: torch.device, name: str):
-    """obs → env action; a learner's wrong answer is a one-line error naming it, never a
-    silently scored NaN or out-of-range action."""
-    if not isinstance(policy, Policy):
-        raise ValueError(
-            f"learner {name}: adapt returned {type(policy).__name__}, not a Policy "
-            "(subclass algorithms.base.Policy and implement act)"
-        )
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0)
-        a = policy(x)[0].cpu().numpy()
-        if not np.isfinite(a).all():
-            raise ValueError(f"learner {name}: the policy returned non-finite actions {a}")
-        if np.abs(a).max() > 1.0 + 1e-6:
-            raise ValueError(
-                f"learner {name}: actions must lie in [-1, 1] (the harness scales them to the "
-                f"env's bounds); got {np.round(a, 3).tolist()}"
-            )
-        return (a * scale).astype(np.float32)
-
-    return act
-
-
 def random_scores(family: TaskFamily, tasks: list[int], episodes: int, seed: int):
     """Per test task: (return, success) of a uniform random policy, seeded."""
     out = {}
@@ -111,22 +87,106 @@ def random_scores(family: TaskFamily, tasks: list[int], episodes: int, seed: int
     return out
 
 
+def _checked_actions(a: np.ndarray, name: str) -> np.ndarray:
+    """A learner's wrong answer is a one-line error naming it, never a silently scored NaN or
+    out-of-range action."""
+    if not np.isfinite(a).all():
+        raise ValueError(f"learner {name}: the policy returned non-finite actions {a}")
+    if np.abs(a).max() > 1.0 + 1e-6:
+        raise ValueError(
+            f"learner {name}: actions must lie in [-1, 1] (the harness scales them to the "
+            f"env's bounds); got {np.round(a, 3).tolist()}"
+        )
+    return a
+
+
+def rollout_batch(
+    envs: list,
+    batch: PolicyBatch,
+    episodes: int,
+    seeds: list[int],
+    score: str,
+    device: torch.device,
+    name: str,
+) -> list[tuple[float, float]]:
+    """Per environment: mean return and success rate of its policy (row ``i`` of ``batch``)
+    over ``episodes``, all environments stepped together with one ``act`` per step.
+
+    Each environment's episode ``ep`` starts from ``reset(seed=seeds[i] + ep)`` and every row
+    is computed as it would be alone, so the numbers equal :func:`rollout` of each policy on
+    its own (a test pins it); an environment whose episode ended waits for the others.
+    """
+    n = len(envs)
+    scales = [float(env.action_space.high[0]) for env in envs]
+    returns = np.zeros((episodes, n))
+    successes = np.zeros((episodes, n))
+    for ep in range(episodes):
+        obs = [env.reset(seed=s + ep)[0] for env, s in zip(envs, seeds, strict=True)]
+        batch.reset()
+        active = [True] * n
+        while any(active):
+            x = torch.as_tensor(np.stack(obs), dtype=torch.float32, device=device)
+            actions = batch.act(x, active).cpu().numpy()
+            stepped = list(active)
+            _checked_actions(actions[stepped], name)
+            rewards = np.zeros(n, dtype=np.float32)
+            for i in range(n):
+                if not stepped[i]:
+                    continue
+                obs[i], r, term, trunc, info = envs[i].step(
+                    (actions[i] * scales[i]).astype(np.float32)
+                )
+                rewards[i] = r
+                returns[ep, i] += r
+                successes[ep, i] = max(successes[ep, i], float(info.get("success", 0.0)))
+                active[i] = not (term or trunc)
+            batch.observe(torch.as_tensor(rewards, device=device), stepped)
+    out = []
+    for i in range(n):
+        success = float(np.mean(successes[:, i])) if score == "success" else np.nan
+        out.append((float(np.mean(returns[:, i])), success))
+    return out
+
+
+def _policy_batch(policies: list[Policy], name: str) -> PolicyBatch:
+    for p in policies:
+        if not isinstance(p, Policy):
+            raise ValueError(
+                f"learner {name}: adapt returned {type(p).__name__}, not a Policy "
+                "(subclass algorithms.base.Policy and implement act)"
+            )
+    kinds = {type(p) for p in policies}
+    return kinds.pop().batch(policies) if len(kinds) == 1 else PolicyBatch(policies)
+
+
+def make_eval_envs(family: TaskFamily, tasks: list[int]) -> dict[tuple[int, str], Any]:
+    """Two environments per test task, one for the prior and one for the adapted policy:
+    the evaluator steps them side by side."""
+    return {(t, kind): family.make_env(t) for t in tasks for kind in ("pre", "post")}
+
+
 def evaluate(
     learner: OfflineMetaLearner,
     family: TaskFamily,
     data: OfflineDataset,
     seed: int,
     cfg: EvalConfig,
-    envs: dict[int, Any] | None = None,
+    envs: dict[tuple[int, str], Any] | None = None,
     step: int = 0,
 ) -> list[dict[str, Any]]:
     """One evaluation point: a row per test task with pre/post-adaptation return and success.
 
     The adaptation sets depend on (family, seed, task, ``step``) only, never on the learner.
+    Every test task's prior and adapted policies roll out together (:func:`rollout_batch`);
+    ``envs`` (from :func:`make_eval_envs`) are reused across evaluation points when given.
     """
-    rows = []
-    for t in family.test_indices:
-        support = data.adaptation_set(
+    tasks = list(family.test_indices)
+    own = envs is None
+    if own:
+        envs = make_eval_envs(family, tasks)
+    supports, entries = {}, []  # entries: (task, kind, policy)
+    for t in tasks:
+        supports[t] = data.adaptation_set(
             t,
             seed,
             n_transitions=cfg.adapt_transitions,
@@ -137,24 +197,30 @@ def evaluate(
             step=step,
             family=family.name,
         )
-        env = envs[t] if envs is not None else family.make_env(t)
-        scale = float(env.action_space.high[0])
-        ep_seed = 10_000 + seed * 100 + t  # the same start states for every algorithm
-
-        def score(policy: Policy, env=env, scale=scale, ep_seed=ep_seed):
-            act = _numpy_policy(policy, scale, learner.device, learner.name)
-            dev = learner.device
-
-            def observe(r: float) -> None:
-                policy.observe(torch.tensor([r], dtype=torch.float32, device=dev))
-
-            return rollout(env, act, cfg.episodes, ep_seed, family.score, policy.reset, observe)
-
         try:
-            pre = score(learner.prior_policy())
+            entries.append((t, "pre", learner.prior_policy()))
         except NotImplementedError:
-            pre = (np.nan, np.nan)
-        post = score(learner.adapt(support))
+            pass
+        entries.append((t, "post", learner.adapt(supports[t])))
+    try:
+        scores = rollout_batch(
+            [envs[(t, kind)] for t, kind, _ in entries],
+            _policy_batch([p for _, _, p in entries], learner.name),
+            cfg.episodes,
+            [10_000 + seed * 100 + t for t, _, _ in entries],  # same starts for every algorithm
+            family.score,
+            learner.device,
+            learner.name,
+        )
+    finally:
+        if own:
+            for env in envs.values():
+                env.close()
+    got = {(t, kind): sc for (t, kind, _), sc in zip(entries, scores, strict=True)}
+    rows = []
+    for t in tasks:
+        pre = got.get((t, "pre"), (np.nan, np.nan))
+        post = got[(t, "post")]
         rows.append(
             {
                 "task": t,
@@ -162,9 +228,7 @@ def evaluate(
                 "post_return": post[0],
                 "pre_success": pre[1],
                 "post_success": post[1],
-                "adaptation_sha256": transitions_hash(support)[:16],
+                "adaptation_sha256": transitions_hash(supports[t])[:16],
             }
         )
-        if envs is None:
-            env.close()
     return rows

@@ -39,7 +39,7 @@ from algorithms.base import PositiveInt, learner_class, make_config, outer_segme
 from envs import make_family
 from harness.collect.build import require_dataset
 from harness.datasets import OfflineDataset, manifest_hash
-from harness.evaluate import EvalConfig, evaluate, random_scores
+from harness.evaluate import EvalConfig, evaluate, make_eval_envs, random_scores
 
 COLUMNS = [
     "suite",
@@ -337,7 +337,7 @@ def _execute_locked(
     random = random_scores(family, test, ecfg.episodes, cfg.seed)
     metric = "return" if family.score == "return" else "success"
     best = {t: data.best_episode_score([t], metric) for t in test}
-    envs = {t: family.make_env(t) for t in test}
+    envs = make_eval_envs(family, test)
     k = lcfg.tasks_per_batch
     bar = None
     if progress:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from algorithms import OfflineMetaLearner, Policy, known_learners, learner_class
+from algorithms import OfflineMetaLearner, Policy, PolicyBatch, known_learners, learner_class
 from algorithms.testing import ConformanceError, check_learner
 from tests.test_harness import ROOT, cli, readme_baseline_example, run_args, suite_file
 
@@ -154,6 +154,24 @@ class WrongDevice(_Base):
         self.stats = torch.zeros(3, device="meta")
 
 
+class _Shifted(PolicyBatch):
+    def act(self, obs, active):
+        return super().act(obs, active) * 0.999  # a batched forward that changes the actions
+
+
+class _ConstBatched(_Const):
+    @classmethod
+    def batch(cls, policies):
+        return _Shifted(policies)
+
+
+class BatchNotRowExact(_Base):
+    name = "kit-batch-not-exact"
+
+    def adapt(self, support):
+        return _ConstBatched(torch.full((1, self.act_dim), 0.5))
+
+
 @pytest.mark.parametrize(
     "cls, point, words",
     [
@@ -166,6 +184,7 @@ class WrongDevice(_Base):
         (StateOutsideModules, "round trip", "keep all state in nn.Modules"),
         (Unseeded, "seeding", "same seed gave different losses"),
         (WrongDevice, "device", "stats lives on meta"),
+        (BatchNotRowExact, "batch", "row 0 of _Shifted.act differs from its policy acting alone"),
     ],
 )
 def test_the_kit_fails_a_broken_learner_with_one_line_naming_the_point(cls, point, words):
