@@ -425,6 +425,14 @@ def _cmd_report(args) -> None:
     print(f"report: {out / 'README.md'}")
 
 
+def _cmd_speed(args) -> None:
+    from harness.speed import build_speed_report
+
+    if not Path(args.bench_json).is_file():
+        raise FileNotFoundError(f"no benchmark file {args.bench_json}")
+    print(f"speed report: {build_speed_report(Path(args.bench_json), args.out)}")
+
+
 def _cmd_list(args) -> None:
     from envs import known_families
     from harness.suite import known_suites
@@ -540,6 +548,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="report unfinished runs' last evaluation as final (default: left out, listed)",
     )
     rep.set_defaults(fn=_cmd_report)
+
+    sp = sub.add_parser("speed", help="speed report (curves, ratios) from a benchmark JSON file")
+    sp.add_argument("bench_json", help="pytest-benchmark --benchmark-json output")
+    sp.add_argument("--out", type=Path, default=Path("reports/speed"), help="default reports/speed")
+    sp.set_defaults(fn=_cmd_speed)
 
     lst = sub.add_parser("list", help="registered families, algorithms, suites and budgets")
     lst.set_defaults(fn=_cmd_list)

@@ -1,0 +1,60 @@
+"""The speed report is computed from a benchmark file alone, and refuses what is not one."""
+
+import json
+
+import pytest
+
+from harness.cli import main
+from harness.speed import build_speed_report, load_benchmarks, ratio_table, sweep_table
+
+
+def _bench(name, median, **extra):
+    return {"name": name, "stats": {"median": median}, "extra_info": extra}
+
+
+@pytest.fixture
+def bench_file(tmp_path):
+    doc = {
+        "machine_info": {"node": "ci", "cpu": {"brand_raw": "Test CPU"}},
+        "benchmarks": [
+            _bench("test_step_cost[macaw-tasks-1]", 0.01, learner="macaw", sweep="tasks", x=1),
+            _bench("test_step_cost[macaw-tasks-4]", 0.03, learner="macaw", sweep="tasks", x=4),
+            _bench("test_step_cost[pearl-tasks-1]", 0.10, learner="pearl", sweep="tasks", x=1),
+            _bench("test_step_cost[pearl-tasks-4]", 0.40, learner="pearl", sweep="tasks", x=4),
+            _bench("test_eval[batched-macaw]", 0.2, speedup_vs_sequential=2.5),
+            _bench("test_reference", 0.5),
+        ],
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_sweep_costs_are_relative_to_the_smallest_x_per_learner(bench_file):
+    df, machine = load_benchmarks(bench_file)
+    table = sweep_table(df)
+    got = {(r.learner, r.x): round(r.relative, 6) for r in table.itertuples()}
+    assert got == {("macaw", 1): 1.0, ("macaw", 4): 3.0, ("pearl", 1): 1.0, ("pearl", 4): 4.0}
+    assert machine["node"] == "ci"
+    ratios = ratio_table(df)
+    assert ratios.to_dict("records") == [
+        {"benchmark": "test_eval[batched-macaw]", "against": "sequential", "ratio": 2.5}
+    ]
+
+
+def test_speed_report_writes_table_plot_and_readme(bench_file, tmp_path):
+    out = tmp_path / "speed"
+    readme = build_speed_report(bench_file, out)
+    text = readme.read_text()
+    assert "Test CPU" in text and "| sequential |" in text.replace("  ", " ")
+    assert (out / "scaling.png").stat().st_size > 1000
+    assert (out / "speed.csv").read_text().count("\n") == 7
+
+
+def test_a_file_that_is_not_a_benchmark_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "benchmarks"')
+    assert main(["speed", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a pytest-benchmark JSON file" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
