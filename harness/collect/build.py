@@ -56,8 +56,9 @@ _POINT = SACConfig(hidden=64, lr=1e-3, batch_size=256)
 # 2 × 128 with batch 128 costs 2.5 ms an update against 9.7 ms at 2 × 256 / 256 and, measured
 # on cheetah-dir, learned at least as fast per env step: 80 000 steps reached a last-10 % return
 # of 1 084 forward / 1 158 backward in 245 s (2 × 128 / 256: 1 006 / 1 087 in 342 s; 2 × 256 /
-# 256 at 14 000 steps: 40 / 520 in 368 s). On walker it bought twice the steps in a third of
-# the time (336.5 in 647 s). Ant's 25 tasks per agent need width and batch: 100 000 steps of
+# 256 at 14 000 steps: 40 / 520 in 368 s). On walker 100 000 steps gave 336.5 in 647 s, and
+# 250 000 steps 363.4 (≈ 7 ms a joint step on a quiet core). Ant's 25 tasks per agent need
+# width and batch: 100 000 steps of
 # 2 × 128 / 128 gave 205.3, of 2 × 256 / 128 299.0; 90 000 steps of 2 × 256 / 256 gave 404.0
 # in 1 630 s. README, "Offline data".
 _FAST = SACConfig(hidden=128, lr=1e-3, batch_size=128)
@@ -93,7 +94,7 @@ SAC_BUDGETS: dict[str, dict[str, SACBudget]] = {
     },
     "walker-params": {
         "small": _cond(12000, 25),
-        "default": _cond(100000, 25, _FAST),
+        "default": _cond(250000, 25, _FAST),
     },
     "ant-dir": {
         "small": _cond(12000, 25),
