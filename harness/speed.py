@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -78,6 +79,9 @@ def plot_scaling(table: pd.DataFrame, path: Path) -> None:
             ax.plot(g["x"], g["median_s"] * 1e3, marker="o", label=learner)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        xs = sorted(set(part["x"]))
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel(SWEEP_LABELS[sweep])
         ax.set_ylabel("ms per step" if sweep != "eval_tasks" else "ms per evaluation point")
         ax.grid(True, which="both", alpha=0.3)
