@@ -88,9 +88,6 @@ class PolicyBatch:
     def __init__(self, policies: Sequence[Policy]):
         self.policies = list(policies)
 
-    def __len__(self) -> int:
-        return len(self.policies)
-
     def reset(self) -> None:
         """Every environment starts a new episode."""
         if self.stateless:
@@ -115,6 +112,13 @@ class PolicyBatch:
         for i, p in enumerate(self.policies):
             if active[i]:
                 p.observe(reward[i : i + 1])
+
+
+def batch_of(policies: Sequence[Policy]) -> PolicyBatch:
+    """The batch the evaluator steps: the policies' own ``batch`` when they share one class,
+    else the default one-after-another batch."""
+    kinds = {type(p) for p in policies}
+    return kinds.pop().batch(policies) if len(kinds) == 1 else PolicyBatch(policies)
 
 
 class OfflineMetaLearner(ABC):

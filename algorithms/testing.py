@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from algorithms.base import BATCH_FIELDS, OfflineMetaLearner, Policy, PolicyBatch, make_config
+from algorithms.base import BATCH_FIELDS, OfflineMetaLearner, Policy, batch_of, make_config
 from algorithms.batch import MetaBatch, synthetic_meta_batch
 
 OBS, ACT, N_TRAIN = 7, 3, 6
@@ -194,21 +194,20 @@ def check_learner(
         policies.append(learner.prior_policy())
     except NotImplementedError:
         pass
-    kinds = {type(p) for p in policies}
-    batch_of = kinds.pop().batch(policies) if len(kinds) == 1 else PolicyBatch(policies)
+    batch = batch_of(policies)
     rows = obs[: len(policies)]
     with torch.no_grad():
         alone = []
         for i, p in enumerate(policies):
             p.reset()
             alone.append(p(rows[i : i + 1]))
-        batch_of.reset()
-        together = batch_of.act(rows, [True] * len(policies))
+        batch.reset()
+        together = batch.act(rows, [True] * len(policies))
     for i, a in enumerate(alone):
         if not torch.equal(together[i], a[0]):
             raise _fail(
                 cls,
                 "batch",
-                f"row {i} of {type(batch_of).__name__}.act differs from its policy acting "
+                f"row {i} of {type(batch).__name__}.act differs from its policy acting "
                 "alone: a batched forward must give each row the same bits",
             )

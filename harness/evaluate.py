@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from annotated_types import Interval
 
-from algorithms.base import OfflineMetaLearner, Policy, PolicyBatch, PositiveInt
+from algorithms.base import OfflineMetaLearner, Policy, PolicyBatch, PositiveInt, batch_of
 from envs.base import TaskFamily
 from harness.datasets import OfflineDataset, transitions_hash
 
@@ -155,8 +155,7 @@ def _policy_batch(policies: list[Policy], name: str) -> PolicyBatch:
                 f"learner {name}: adapt returned {type(p).__name__}, not a Policy "
                 "(subclass algorithms.base.Policy and implement act)"
             )
-    kinds = {type(p) for p in policies}
-    return kinds.pop().batch(policies) if len(kinds) == 1 else PolicyBatch(policies)
+    return batch_of(policies)
 
 
 def make_eval_envs(family: TaskFamily, tasks: list[int]) -> dict[tuple[int, str], Any]:
