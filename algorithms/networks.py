@@ -233,16 +233,18 @@ class BTState:
         )
 
 
+ACT_DTYPE = torch.float64
+"""Policies act in float64 and round each action to float32 once. A float32 product's bits
+depend on how the BLAS kernel orders its sums, which it chooses by batch size and CPU (measured:
+one row alone and the same row among 7 differ in the last bit on an AVX-512 Xeon, not on an
+EPYC); after a float64 product the float32 rounding hides that order. So a policy gives the same
+actions alone and in the batched evaluator, on any CPU."""
+
+
 @dataclass
 class RowLayer:
-    """A linear layer frozen for acting: ``y = x W + b`` with one ``W`` per row of a batch.
-
-    ``W`` is stored transposed, ``Wt [N, out, in]``, and multiplied as a batched product with
-    its transpose view: measured on this CPU class, each row's result is then the same bits
-    whether 1 or N rows are batched (and equal to ``F.linear`` on one row), while the product
-    with a row-major ``[N, in, out]`` weight changes its summation order with N for some shapes
-    (e.g. 200 → 6). So a policy gives the same actions alone and in the batched evaluator.
-    """
+    """A linear layer frozen for acting: ``y = x W + b`` with one ``W`` per row of a batch,
+    held in :data:`ACT_DTYPE` (``W`` stored transposed, ``Wt [N, out, in]``)."""
 
     Wt: torch.Tensor  # [N, out, in], contiguous
     b: torch.Tensor  # [N, 1, out]
@@ -257,7 +259,10 @@ class RowLayer:
     @staticmethod
     def from_weight_bias(W: torch.Tensor, b: torch.Tensor) -> RowLayer:
         """From ``W [N, in, out]`` and ``b [N, out]``."""
-        return RowLayer(W.detach().transpose(1, 2).contiguous(), b.detach().unsqueeze(1).clone())
+        return RowLayer(
+            W.detach().transpose(1, 2).to(ACT_DTYPE).contiguous(),
+            b.detach().unsqueeze(1).to(ACT_DTYPE),
+        )
 
     @staticmethod
     def cat(layers: Sequence[RowLayer]) -> RowLayer:
@@ -494,56 +499,75 @@ def mlp(inp: int, out: int, width: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _rowwise_sequential(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``net`` (Linear and ReLU layers) applied to each row of ``x [N, in]`` as if alone: each
-    Linear is a batched product with its weight's transpose view, which gives the same bits per
-    row as ``F.linear`` on that row alone (see :class:`RowLayer`)."""
-    h = x.unsqueeze(1)
-    for m in net:
-        if isinstance(m, nn.Linear):
-            W = m.weight.T.expand(h.shape[0], -1, -1)
-            h = torch.bmm(h, W).add_(m.bias)
-        else:
-            h = m(h)
-    return h.squeeze(1)
+def _acting_layers(net: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor] | None] | None:
+    """A plain MLP's (Linear and ReLU layers) weights in :data:`ACT_DTYPE` — ``(W, b)`` per
+    Linear, ``None`` per ReLU — or ``None`` for any other module (it then acts as it is)."""
+    if not isinstance(net, nn.Sequential) or not all(
+        isinstance(m, nn.Linear | nn.ReLU) for m in net
+    ):
+        return None
+    with torch.no_grad():
+        return [
+            (m.weight.to(ACT_DTYPE), m.bias.to(ACT_DTYPE)) if isinstance(m, nn.Linear) else None
+            for m in net
+        ]
+
+
+def _run_layers(layers: list[tuple[torch.Tensor, torch.Tensor] | None], x: torch.Tensor):
+    h = x.to(ACT_DTYPE)
+    for layer in layers:
+        h = F.linear(h, *layer) if layer is not None else h.relu_()
+    return h
+
+
+def _same_layers(a: list, b: list) -> bool:
+    def same(x, y) -> bool:
+        if x is None or y is None:
+            return x is y
+        return all(map(torch.equal, x, y))
+
+    return len(a) == len(b) and all(map(same, a, b))
 
 
 class LatentPolicy(Policy):
     """Acts with the tanh of the mean of a policy net fed ``[obs, z]`` for one fixed task
-    latent ``z`` (offline PEARL's posterior mean, FOCAL's embedding)."""
+    latent ``z`` (offline PEARL's posterior mean, FOCAL's embedding). A plain MLP acts in
+    :data:`ACT_DTYPE` with a copy of its weights taken now."""
 
     def __init__(self, policy: nn.Module, z: torch.Tensor):
         self.policy, self.z = policy, z  # z: [latent]
+        self.layers = _acting_layers(policy)
 
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        mean, _ = self.policy(torch.cat([obs, self.z.expand(obs.shape[0], -1)], -1)).chunk(2, -1)
-        return torch.tanh(mean)
+        x = torch.cat([obs, self.z.expand(obs.shape[0], -1)], -1)
+        if self.layers is None:
+            return torch.tanh(self.policy(x).chunk(2, -1)[0])
+        return torch.tanh(_run_layers(self.layers, x).chunk(2, -1)[0]).to(obs.dtype)
 
     @classmethod
     def batch(cls, policies: Sequence[Policy]) -> PolicyBatch:
-        nets = {id(p.policy) for p in policies}
-        seq = policies[0].policy
-        plain = all(isinstance(m, nn.Linear | nn.ReLU) for m in seq)
-        if len(nets) > 1 or not isinstance(seq, nn.Sequential) or not plain:
+        first = policies[0].layers
+        if first is None or any(
+            p.layers is None or not _same_layers(first, p.layers) for p in policies[1:]
+        ):
             return PolicyBatch(policies)
         return _LatentBatch(policies)
 
 
 class _LatentBatch(PolicyBatch):
-    """Latent policies sharing one network: one forward for all rows, row-exact."""
+    """Latent policies with the same weights: one forward for all rows, row-exact."""
 
     stateless = True
 
     def __init__(self, policies: Sequence[LatentPolicy]):
         super().__init__(policies)
-        self.net = policies[0].policy
+        self.layers = policies[0].layers
         self.z = torch.stack([p.z for p in policies])
 
     def act(self, obs: torch.Tensor, active: Sequence[bool]) -> torch.Tensor:
         with torch.no_grad():
             x = torch.cat([obs.to(self.z.device), self.z], -1)
-            mean, _ = _rowwise_sequential(self.net, x).chunk(2, -1)
-            return torch.tanh(mean)
+            return torch.tanh(_run_layers(self.layers, x).chunk(2, -1)[0]).to(obs.dtype)
 
 
 class StatePolicy(Policy):
@@ -560,8 +584,8 @@ class StatePolicy(Policy):
         return obs
 
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        x = self.inputs(obs.to(self.rows.layers[0].Wt.device)).unsqueeze(0)
-        return torch.tanh(self.net.run(self.rows, x)[0])
+        x = self.inputs(obs.to(self.rows.layers[0].Wt)).unsqueeze(0)
+        return torch.tanh(self.net.run(self.rows, x)[0]).to(obs.dtype)
 
     @classmethod
     def batch(cls, policies: Sequence[Policy]) -> PolicyBatch:
@@ -583,5 +607,5 @@ class _StateBatch(PolicyBatch):
 
     def act(self, obs: torch.Tensor, active: Sequence[bool]) -> torch.Tensor:
         with torch.no_grad():
-            x = self.first.inputs(obs.to(self.rows.layers[0].Wt.device)).unsqueeze(1)
-            return torch.tanh(self.first.net.run(self.rows, x)[:, 0])
+            x = self.first.inputs(obs.to(self.rows.layers[0].Wt)).unsqueeze(1)
+            return torch.tanh(self.first.net.run(self.rows, x)[:, 0]).to(obs.dtype)

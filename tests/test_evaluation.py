@@ -48,6 +48,8 @@ CASES = [("point-robot", n) for n in ("macaw", "meta-bc", "mt-ft", "pearl", "foc
 # cheetah: the paper's main family; walker: episodes end at different steps (falls)
 CASES += [("cheetah-vel", "macaw"), ("cheetah-vel", "pearl"), ("walker-params", "meta-bc")]
 CASES += [("ml1-reach", "mt-ft")]  # success-scored Meta-World
+# Prompt-DT's batch stacks histories: rows that end early (walker) and long episodes (ML1)
+CASES += [("walker-params", "prompt-dt"), ("ml1-reach", "prompt-dt")]
 
 
 @pytest.mark.parametrize(("family_name", "name"), CASES)
@@ -75,8 +77,9 @@ def test_evaluation_reuses_given_environments_and_repeats_its_rows(data_root):
 
 
 def test_a_state_policy_acts_the_same_alone_and_stacked_for_every_layer_shape():
-    """The product whose row result depends on the batch size (row-major weights, e.g. 200 → 6)
-    is avoided: each row of a stacked forward equals that policy alone."""
+    """A float32 product's bits depend on the batch size on some CPUs (an AVX-512 Xeon for the
+    300-wide WT net); acting in float64 makes each row of a stacked forward equal that policy
+    alone."""
     torch.manual_seed(0)
     for sizes in ([20, 200, 200, 6], [17, 300, 300, 300, 17], [2, 64, 64, 2]):
         for kind in ("wt", "bt"):
