@@ -69,7 +69,9 @@ class Policy(ABC):
         """Policies of this class acting together, one per environment (the evaluator steps all
         test tasks' environments at once). The default acts one after another; a subclass whose
         policies can share one forward pass overrides this (its row ``i`` must equal what
-        policy ``i`` alone returns, bit for bit: evaluation results may not depend on batching).
+        policy ``i`` alone returns, bit for bit: evaluation results may not depend on batching;
+        a float32 product's bits can depend on the batch size, so act in float64 and round the
+        action, as ``algorithms.networks.ACT_DTYPE`` says).
         """
         return PolicyBatch(policies)
 
