@@ -39,15 +39,13 @@ family-specific:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from algorithms.base import OfflineMetaLearner, Policy, PolicyBatch, PositiveFloat, PositiveInt
+from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
-from algorithms.networks import ACT_DTYPE
 
 
 @dataclass(frozen=True)
@@ -123,9 +121,7 @@ class PromptDecisionTransformer(nn.Module):
         w = self._tokens(self.embed, *window)
         x = self.drop(self.embed_ln(torch.cat([p, w], 1)))
         n = x.shape[1]
-        causal = torch.triu(
-            torch.full((n, n), float("-inf"), device=x.device, dtype=x.dtype), diagonal=1
-        )
+        causal = torch.triu(torch.full((n, n), float("-inf"), device=x.device), diagonal=1)
         h = self.final_ln(self.blocks(x, mask=causal, is_causal=True))
         state_tokens = h[:, p.shape[1] + 1 :: 3]
         return torch.tanh(self.head(state_tokens))
@@ -135,9 +131,7 @@ class _PromptedPolicy(Policy):
     """Rolls the transformer out with its own history: the prompt stays, the window slides."""
 
     def __init__(self, learner: PromptDT, prompt: tuple, target: torch.Tensor):
-        self.learner, self.target = learner, target
-        self.prompt = tuple(x.to(ACT_DTYPE) for x in prompt)  # [1, H, …]
-        self.params = learner.acting_parameters()
+        self.learner, self.prompt, self.target = learner, prompt, target  # prompt: [1, H, …]
         self.reset()
 
     def reset(self) -> None:
@@ -146,83 +140,33 @@ class _PromptedPolicy(Policy):
         self.rtg: torch.Tensor | None = None
 
     def act(self, obs: torch.Tensor) -> torch.Tensor:
+        lrn = self.learner
         B = obs.shape[0]
         if self.hist is not None and self.hist["obs"].shape[0] != B:
             self.reset()  # a batch of another size: a new rollout
         if self.rtg is None:
-            self.rtg = (self.target / self.learner.return_scale).expand(B).clone()
+            self.rtg = (self.target / lrn.return_scale).expand(B).clone()
+        step = {
+            "rtg": self.rtg[:, None],
+            "obs": lrn.normalise(obs)[:, None],
+            "act": torch.zeros(B, 1, lrn.act_dim, device=obs.device),
+            "timestep": torch.full((B, 1), float(self.t), device=obs.device),
+        }
+        if self.hist is None:
+            self.hist = step
+        else:
+            K = lrn.config.outer_segment
+            self.hist = {k: torch.cat([v, step[k]], 1)[:, -K:] for k, v in self.hist.items()}
         prompt = tuple(x.expand(B, *x.shape[1:]) for x in self.prompt)
-        self.hist, action = _history_step(
-            self.learner, self.params, prompt, self.hist, self.rtg, obs, self.t
-        )
+        window = (self.hist["rtg"], self.hist["obs"], self.hist["act"], self.hist["timestep"])
+        lrn.model.eval()
+        action = lrn.model(prompt, window)[:, -1]
+        self.hist["act"][:, -1] = action
         return action
 
     def observe(self, reward: torch.Tensor) -> None:
         if self.rtg is not None:
             self.rtg = self.rtg - reward.to(self.rtg.device) / self.learner.return_scale
-        self.t += 1
-
-    @classmethod
-    def batch(cls, policies: Sequence[Policy]) -> PolicyBatch:
-        first = policies[0]
-        same = all(
-            p.learner is first.learner
-            and all(torch.equal(p.params[k], v) for k, v in first.params.items())
-            for p in policies[1:]
-        )
-        return _PromptedBatch(policies) if same else PolicyBatch(policies)
-
-
-def _history_step(lrn: PromptDT, params: dict, prompt: tuple, hist: dict | None, rtg, obs, t):
-    """Append this step's (R̂, s, 0) to each row's history (the last K steps), predict the
-    action from the state token (in :data:`ACT_DTYPE`, with ``params``), write it into the
-    history; returns (history, float32 actions)."""
-    B = obs.shape[0]
-    step = {
-        "rtg": rtg[:, None].to(ACT_DTYPE),
-        "obs": lrn.normalise(obs)[:, None].to(ACT_DTYPE),
-        "act": torch.zeros(B, 1, lrn.act_dim, device=obs.device, dtype=ACT_DTYPE),
-        "timestep": torch.full((B, 1), float(t), device=obs.device, dtype=ACT_DTYPE),
-    }
-    if hist is None:
-        hist = step
-    else:
-        K = lrn.config.outer_segment
-        hist = {k: torch.cat([v, step[k]], 1)[:, -K:] for k, v in hist.items()}
-    window = (hist["rtg"], hist["obs"], hist["act"], hist["timestep"])
-    lrn.model.eval()
-    action = torch.func.functional_call(lrn.model, params, (prompt, window))[:, -1]
-    hist["act"][:, -1] = action
-    return hist, action.to(obs.dtype)
-
-
-class _PromptedBatch(PolicyBatch):
-    """One learner's prompted policies in lockstep: prompts, targets and histories stacked,
-    one transformer forward for all rows (each row's attention sees its own sequence only, so
-    row ``i`` is what policy ``i`` computes alone — pinned by the evaluation tests)."""
-
-    def __init__(self, policies: Sequence[_PromptedPolicy]):
-        super().__init__(policies)
-        self.learner, self.params = policies[0].learner, policies[0].params
-        self.prompt = tuple(torch.cat(xs, 0) for xs in zip(*(p.prompt for p in policies)))
-        self.targets = torch.stack([p.target.reshape(()) for p in policies])
-        self.reset()
-
-    def reset(self) -> None:
-        self.hist: dict[str, torch.Tensor] | None = None
-        self.t = 0
-        self.rtg = self.targets / self.learner.return_scale
-
-    def act(self, obs: torch.Tensor, active: Sequence[bool]) -> torch.Tensor:
-        with torch.no_grad():
-            self.hist, action = _history_step(
-                self.learner, self.params, self.prompt, self.hist, self.rtg, obs, self.t
-            )
-        return action
-
-    def observe(self, reward: torch.Tensor, active: Sequence[bool]) -> None:
-        # a finished row's reward is meaningless, and the row is never read again this episode
-        self.rtg = self.rtg - reward.to(self.rtg.device) / self.learner.return_scale
         self.t += 1
 
 
@@ -243,12 +187,6 @@ class PromptDT(OfflineMetaLearner):
         self.obs_std = torch.ones(obs_dim, device=dev)
         self.return_scale = torch.ones((), device=dev)
         self.target_return = torch.full((), float("-inf"), device=dev)
-
-    def acting_parameters(self) -> dict[str, torch.Tensor]:
-        """The model's weights in :data:`ACT_DTYPE`, copied now: what a policy acts with (see
-        ``algorithms.networks.ACT_DTYPE`` for why acting is float64)."""
-        with torch.no_grad():
-            return {k: v.to(ACT_DTYPE) for k, v in self.model.named_parameters()}
 
     def normalise(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.obs_mean) / self.obs_std

@@ -48,8 +48,6 @@ CASES = [("point-robot", n) for n in ("macaw", "meta-bc", "mt-ft", "pearl", "foc
 # cheetah: the paper's main family; walker: episodes end at different steps (falls)
 CASES += [("cheetah-vel", "macaw"), ("cheetah-vel", "pearl"), ("walker-params", "meta-bc")]
 CASES += [("ml1-reach", "mt-ft")]  # success-scored Meta-World
-# Prompt-DT's batch stacks histories: rows that end early (walker) and long episodes (ML1)
-CASES += [("walker-params", "prompt-dt"), ("ml1-reach", "prompt-dt")]
 
 
 @pytest.mark.parametrize(("family_name", "name"), CASES)
