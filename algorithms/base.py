@@ -190,6 +190,13 @@ class OfflineMetaLearner(ABC):
     def adapt(self, support: Transitions) -> Policy:
         """Adapt to a new task from its adaptation set ``[N, …]``; return its policy."""
 
+    def adapt_all(self, supports: Sequence[Transitions]) -> list[Policy]:
+        """Adapt to several new tasks at once: the evaluator's call, with every test task's
+        adaptation set. One ``adapt`` after another by default; a learner whose adaptation
+        batches over tasks overrides it (policy ``i`` must act as ``adapt(supports[i])``'s up
+        to float rounding: the conformance kit checks it)."""
+        return [self.adapt(s) for s in supports]
+
     def prior_policy(self) -> Policy:
         """The policy before any adaptation (for the pre-adaptation score). Optional."""
         raise NotImplementedError(f"{self.name} does not define a pre-adaptation policy")

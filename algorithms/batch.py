@@ -6,6 +6,7 @@ They live with the learners (not the harness) so that ``algorithms`` imports nei
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -61,6 +62,13 @@ class Transitions:
                 for f in fields(Transitions)
             }
         )
+
+    @staticmethod
+    def stack_equal(items: Sequence[Transitions]) -> Transitions | None:
+        """``stack(items)`` when every item has the same shapes (adaptation sets of one size,
+        so a learner can adapt to all their tasks in one batched pass), else ``None``."""
+        shapes = {tuple(tuple(getattr(t, f.name).shape) for f in fields(t)) for t in items}
+        return Transitions.stack(list(items)) if len(shapes) == 1 else None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ advantage head unadapted, since nothing reads the adapted head (same meta-gradie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -256,13 +257,20 @@ class MACAW(OfflineMetaLearner):
         return metrics
 
     def adapt(self, support: Transitions) -> Policy:
-        tr = support.to(self.device).map(lambda x: x.unsqueeze(0))  # one task
-        steps = self.config.test_inner_steps
+        return self.adapt_all([support])[0]
+
+    def adapt_all(self, supports: Sequence[Transitions]) -> list[Policy]:
+        """The test-time inner steps of every task in one batched pass (as meta-training
+        adapts a meta-batch); sets of unequal sizes adapt one at a time."""
+        tr = Transitions.stack_equal(supports)
+        if tr is None:
+            return [self.adapt(s) for s in supports]
+        tr, steps = tr.to(self.device), self.config.test_inner_steps
         with torch.enable_grad():
             v_state, _, _ = self._adapt_value(tr, steps, create_graph=False)
             advs = self._advantages(v_state, [batch_part(tr, steps, i) for i in range(steps)])
             p_state, _, _ = self._adapt_policy(tr, advs, create_graph=False)
-        return StatePolicy(self.policy, p_state.detach())
+        return [StatePolicy(self.policy, s) for s in p_state.detach().split()]
 
     def prior_policy(self) -> Policy:
         with torch.no_grad():

@@ -10,6 +10,7 @@ adaptation data shows, so it is only as good as that data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -110,10 +111,17 @@ class MetaBC(OfflineMetaLearner):
         return metrics
 
     def adapt(self, support: Transitions) -> Policy:
-        tr = support.to(self.device).map(lambda x: x.unsqueeze(0))
+        return self.adapt_all([support])[0]
+
+    def adapt_all(self, supports: Sequence[Transitions]) -> list[Policy]:
+        """Every task's test-time inner steps in one batched pass (sets of unequal sizes one
+        at a time)."""
+        tr = Transitions.stack_equal(supports)
+        if tr is None:
+            return [self.adapt(s) for s in supports]
         with torch.enable_grad():
-            state, _ = self._adapt(tr, self.config.test_inner_steps, create_graph=False)
-        return StatePolicy(self.policy, state.detach())
+            state, _ = self._adapt(tr.to(self.device), self.config.test_inner_steps, False)
+        return [StatePolicy(self.policy, s) for s in state.detach().split()]
 
     def prior_policy(self) -> Policy:
         with torch.no_grad():

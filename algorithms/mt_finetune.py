@@ -11,14 +11,21 @@ each step a value step then a policy step; the score is after step 20.
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
-from algorithms.networks import MetaMLP, StatePolicy, awr_weights, gaussian_log_prob
+from algorithms.networks import (
+    BTState,
+    MetaMLP,
+    NetState,
+    StatePolicy,
+    awr_weights,
+    gaussian_log_prob,
+)
 
 
 @dataclass(frozen=True)
@@ -57,65 +64,85 @@ class MTFinetune(OfflineMetaLearner):
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
 
     # -- losses (shared by training and fine-tuning) ------------------------------------------
-    def _with_id(self, obs: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
-        """obs [T, B, d] → [1, T·B, d + n_train] with each row's one-hot id (zeros if None)."""
+    def _run(self, net: MetaMLP, state: NetState, obs, task_ids) -> torch.Tensor:
+        """obs [T, B, d] with each row's one-hot id (zeros if None) → ``net``'s output
+        [T, B, out]. A state of T tasks (fine-tuned copies) maps task t's rows with its own
+        weights; the shared weights (a one-task state) take all T·B rows in one product."""
         T, B, _ = obs.shape
         onehot = obs.new_zeros(T, B, self.n_train_tasks)
         if task_ids is not None:
             onehot[torch.arange(T), :, task_ids] = 1.0
-        return torch.cat([obs, onehot], -1).reshape(1, T * B, -1)
+        x = torch.cat([obs, onehot], -1)
+        if state.n_tasks == T:
+            return net.run(state, x)
+        return net.run(state, x.reshape(1, T * B, -1)).reshape(T, B, -1)
 
-    def _v(self, value: MetaMLP, obs, task_ids) -> torch.Tensor:
-        T, B, _ = obs.shape
-        return value.run(value.state(1), self._with_id(obs, task_ids)).reshape(T, B)
-
-    def _value_loss(self, value: MetaMLP, tr: Transitions, task_ids) -> torch.Tensor:
+    def _value_loss(self, value: NetState, tr: Transitions, task_ids) -> torch.Tensor:
         """Per-task MSE of V to the Monte-Carlo return (no bootstrap in multitask mode): [T]."""
-        return (self._v(value, tr.obs, task_ids) - tr.mc_return).pow(2).mean(-1)
+        v = self._run(self.value, value, tr.obs, task_ids).squeeze(-1)
+        return (v - tr.mc_return).pow(2).mean(-1)
 
-    def _policy_loss(self, policy: MetaMLP, value: MetaMLP, tr: Transitions, task_ids):
+    def _policy_loss(self, policy: NetState, value: NetState, tr: Transitions, task_ids):
         """Per-task AWR loss with A = mc + γ^(T−t)·V(s_T) − V(s): [T]."""
         cfg = self.config
         with torch.no_grad():
-            adv = (
-                tr.mc_return
-                + tr.terminal_discount * self._v(value, tr.terminal_obs, task_ids)
-                - self._v(value, tr.obs, task_ids)
-            )
+            v_end = self._run(self.value, value, tr.terminal_obs, task_ids).squeeze(-1)
+            v = self._run(self.value, value, tr.obs, task_ids).squeeze(-1)
+            adv = tr.mc_return + tr.terminal_discount * v_end - v
             w = awr_weights(adv, cfg.awr_temperature, cfg.max_weight)
-        T, B, _ = tr.obs.shape
-        mean = policy.run(policy.state(1), self._with_id(tr.obs, task_ids)).reshape(T, B, -1)
+        mean = self._run(self.policy, policy, tr.obs, task_ids)
         logp = gaussian_log_prob(torch.tanh(mean), tr.action, cfg.action_sigma)
         return -(w * logp).mean(-1)
 
     # -- the interface -------------------------------------------------------------------------
     def meta_train_step(self, batch: MetaBatch) -> dict[str, float]:
         tr, ids = batch.outer, batch.task_ids
-        v_loss = self._value_loss(self.value, tr, ids)
+        v_loss = self._value_loss(self.value.state(1), tr, ids)
         self.value_opt.zero_grad(set_to_none=True)
         (v_loss.sum() / self.n_train_tasks).backward()
         self.value_opt.step()
-        p_loss = self._policy_loss(self.policy, self.value, tr, ids)
+        p_loss = self._policy_loss(self.policy.state(1), self.value.state(1), tr, ids)
         self.policy_opt.zero_grad(set_to_none=True)
         (p_loss.sum() / self.n_train_tasks).backward()
         self.policy_opt.step()
         return {"train/value_loss": v_loss.mean().item(), "train/policy_loss": p_loss.mean().item()}
 
     def adapt(self, support: Transitions) -> Policy:
+        return self.adapt_all([support])[0]
+
+    def adapt_all(self, supports: Sequence[Transitions]) -> list[Policy]:
+        """Fine-tune a copy of V and π per task, every task's copies in one batched pass: the
+        copies are stacked ``[T, …]`` leaves, the per-task losses summed (each copy sees only its
+        own) and Adam is element-wise, so this is T independent fine-tunings. Sets of unequal
+        sizes fine-tune one at a time."""
         cfg = self.config
-        tr = support.to(self.device).map(lambda x: x.unsqueeze(0))
-        value, policy = copy.deepcopy(self.value), copy.deepcopy(self.policy)
-        v_opt = torch.optim.Adam(value.parameters(), lr=cfg.finetune_value_lr)
-        p_opt = torch.optim.Adam(policy.parameters(), lr=cfg.finetune_policy_lr)
+        tr = Transitions.stack_equal(supports)
+        if tr is None:
+            return [self.adapt(s) for s in supports]
+        tr, T = tr.to(self.device), len(supports)
+        value, v_leaves = _copies(self.value, T)
+        policy, p_leaves = _copies(self.policy, T)
+        v_opt = torch.optim.Adam(v_leaves, lr=cfg.finetune_value_lr)
+        p_opt = torch.optim.Adam(p_leaves, lr=cfg.finetune_policy_lr)
         with torch.enable_grad():
             for _ in range(cfg.finetune_steps):
                 v_opt.zero_grad()
-                self._value_loss(value, tr, None).sum().backward()
+                self._value_loss(value(), tr, None).sum().backward()
                 v_opt.step()
                 p_opt.zero_grad()
-                self._policy_loss(policy, value, tr, None).sum().backward()
+                self._policy_loss(policy(), value(), tr, None).sum().backward()
                 p_opt.step()
-        return StatePolicy(policy, policy.state(1), self.n_train_tasks)  # task id: all zeros
+        return [  # task id: all zeros
+            StatePolicy(self.policy, s, self.n_train_tasks) for s in policy().detach().split()
+        ]
 
     def prior_policy(self) -> Policy:
         return StatePolicy(self.policy, self.policy.state(1), self.n_train_tasks)
+
+
+def _copies(net: MetaMLP, T: int):
+    """``T`` trainable copies of a BT network's parameters, stacked ``[T, …]``: the leaves to
+    optimise, and a function building their current :class:`NetState`."""
+    layers = [m.state(T) for m in net.trunk]
+    leaves = [[x.detach().clone().requires_grad_() for x in (s.W, s.bl, s.b, s.M)] for s in layers]
+    return (lambda: NetState([BTState(*p) for p in leaves])), [x for p in leaves for x in p]

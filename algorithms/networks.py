@@ -311,6 +311,14 @@ class NetState:
         """Frozen states of the same network stacked along the task axis."""
         return NetState([RowLayer.cat(ls) for ls in zip(*(s.layers for s in states))])
 
+    def split(self) -> list[NetState]:
+        """One frozen one-task state per task (a batched adaptation's policies, one each)."""
+        rows = self.frozen()
+        return [
+            NetState([RowLayer(x.Wt[i : i + 1], x.b[i : i + 1]) for x in rows.layers])
+            for i in range(rows.layers[0].Wt.shape[0])
+        ]
+
     @property
     def n_tasks(self) -> int:
         return self.layers[0].handles()[0].shape[0]

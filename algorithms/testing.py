@@ -25,7 +25,10 @@ contract point. The checks, in order:
    attributes would make a resumed run differ from an uninterrupted one;
 6. **device** — every parameter and tensor attribute lives on the learner's device;
 7. **batch** — the learner's policies acting together (``Policy.batch``, how the evaluator
-   steps all test tasks at once) give each row exactly what that policy gives alone.
+   steps all test tasks at once) give each row exactly what that policy gives alone;
+8. **adapt_all** — adapting to several tasks in one call (how the evaluator adapts to all test
+   tasks) returns one policy per set, each acting as ``adapt`` of its own set does, up to float
+   rounding (actions within 1e-4).
 """
 
 from __future__ import annotations
@@ -211,3 +214,31 @@ def check_learner(
                 f"row {i} of {type(batch).__name__}.act differs from its policy acting "
                 "alone: a batched forward must give each row the same bits",
             )
+
+    # 8. adapt_all: one policy per set, each as adapt of that set gives, up to float rounding
+    sets = [
+        support,
+        _batch(cfg, 8).inner.map(lambda x: x[0]),
+        _batch(cfg, 9).inner.map(lambda x: x[0]),
+    ]
+    sets = [s.to(device) for s in sets]
+    together = learner.adapt_all(sets)
+    if not isinstance(together, list | tuple) or len(together) != len(sets):
+        raise _fail(cls, "adapt_all", f"expected a list of {len(sets)} policies, one per set")
+    with torch.no_grad():
+        for i, (p, s) in enumerate(zip(together, sets)):
+            try:
+                check_policy_actions(cls.__name__, p, obs, ACT)
+            except ValueError as e:
+                raise _fail(cls, "adapt_all", str(e)) from None
+            alone = learner.adapt(s)
+            p.reset()  # a policy with a history starts a new episode for each comparison
+            alone.reset()
+            worst = float((p(obs) - alone(obs)).abs().max())
+            if worst > 1e-4:
+                raise _fail(
+                    cls,
+                    "adapt_all",
+                    f"policy {i} acts up to {worst:.2g} away from adapt of its own set: "
+                    "adapting together may change rounding, never the result",
+                )

@@ -176,7 +176,9 @@ def evaluate(
     """One evaluation point: a row per test task with pre/post-adaptation return and success.
 
     The adaptation sets depend on (family, seed, task, ``step``) only, never on the learner.
-    Every test task's prior and adapted policies roll out together (:func:`rollout_batch`);
+    The learner adapts to all test tasks in one call (``adapt_all``: batched for the learners
+    whose adaptation is gradient steps). Every test task's prior and adapted policies roll out
+    together (:func:`rollout_batch`);
     ``envs`` (from :func:`make_eval_envs`) are reused across evaluation points when given.
     """
     tasks = list(family.test_indices)
@@ -196,11 +198,19 @@ def evaluate(
             step=step,
             family=family.name,
         )
+    adapted = learner.adapt_all([supports[t] for t in tasks])  # one batched pass where it can
+    if not isinstance(adapted, list | tuple) or len(adapted) != len(tasks):
+        got = len(adapted) if isinstance(adapted, list | tuple) else type(adapted).__name__
+        raise ValueError(
+            f"learner {learner.name}: adapt_all returned {got} for {len(tasks)} adaptation sets; "
+            "return one Policy per set, in order"
+        )
+    for t, post in zip(tasks, adapted):
         try:
             entries.append((t, "pre", learner.prior_policy()))
         except NotImplementedError:
             pass
-        entries.append((t, "post", learner.adapt(supports[t])))
+        entries.append((t, "post", post))
     try:
         scores = rollout_batch(
             [envs[(t, kind)] for t, kind, _ in entries],

@@ -47,14 +47,18 @@ def evaluate_sequential(
     cfg: EvalConfig,
     envs: dict[int, Any] | None = None,
     step: int = 0,
+    adapt_all: bool = False,
 ) -> list[dict[str, Any]]:
     """One evaluation point: a row per test task with pre/post-adaptation return and success.
 
     The adaptation sets depend on (family, seed, task, ``step``) only, never on the learner.
+    ``adapt_all``: adapt to every test task first, in one ``learner.adapt_all`` call as the
+    batched evaluator does (so the two differ only in how they roll out); by default each task
+    is adapted when its turn comes, with ``adapt``, as first written.
     """
-    rows = []
-    for t in family.test_indices:
-        support = data.adaptation_set(
+    tasks = list(family.test_indices)
+    supports = [
+        data.adaptation_set(
             t,
             seed,
             n_transitions=cfg.adapt_transitions,
@@ -65,6 +69,11 @@ def evaluate_sequential(
             step=step,
             family=family.name,
         )
+        for t in tasks
+    ]
+    adapted = learner.adapt_all(supports) if adapt_all else None
+    rows = []
+    for i, (t, support) in enumerate(zip(tasks, supports)):
         env = envs[t] if envs is not None else family.make_env(t)
         scale = float(env.action_space.high[0])
         ep_seed = 10_000 + seed * 100 + t  # the same start states for every algorithm
@@ -82,7 +91,7 @@ def evaluate_sequential(
             pre = score(learner.prior_policy())
         except NotImplementedError:
             pre = (np.nan, np.nan)
-        post = score(learner.adapt(support))
+        post = score(adapted[i] if adapted is not None else learner.adapt(support))
         rows.append(
             {
                 "task": t,

@@ -172,6 +172,22 @@ class BatchNotRowExact(_Base):
         return _ConstBatched(torch.full((1, self.act_dim), 0.5))
 
 
+class AdaptAllDrifts(_Base):
+    """Batches its adaptation wrongly: every set but the first gets the first set's policy."""
+
+    name = "kit-adapt-all-drifts"
+
+    def adapt_all(self, supports):
+        return [self.adapt(supports[0]) for _ in supports]
+
+
+class AdaptAllDropsOne(_Base):
+    name = "kit-adapt-all-short"
+
+    def adapt_all(self, supports):
+        return [self.adapt(s) for s in supports[1:]]
+
+
 @pytest.mark.parametrize(
     "cls, point, words",
     [
@@ -185,6 +201,8 @@ class BatchNotRowExact(_Base):
         (Unseeded, "seeding", "same seed gave different losses"),
         (WrongDevice, "device", "stats lives on meta"),
         (BatchNotRowExact, "batch", "row 0 of _Shifted.act differs from its policy acting alone"),
+        (AdaptAllDrifts, "adapt_all", "policy 1 acts up to"),
+        (AdaptAllDropsOne, "adapt_all", "expected a list of 3 policies, one per set"),
     ],
 )
 def test_the_kit_fails_a_broken_learner_with_one_line_naming_the_point(cls, point, words):

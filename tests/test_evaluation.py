@@ -1,4 +1,5 @@
-"""The batched evaluator gives the sequential loop's rows, bit for bit, for every learner."""
+"""The batched evaluator gives the sequential loop's rows, bit for bit, for every learner, once
+both adapt alike; batched adaptation itself moves a return by float rounding only."""
 
 import numpy as np
 import pandas as pd
@@ -57,11 +58,32 @@ def test_batched_evaluation_gives_the_sequential_loops_rows_exactly(data_root, f
     learner = _trained(name, family, ds)
     cfg = EvalConfig(episodes=2 if family_name == "point-robot" and name != "prompt-dt" else 1)
     torch.manual_seed(1)
-    sequential = pd.DataFrame(evaluate_sequential(learner, family, ds, 0, cfg, step=3))
+    sequential = evaluate_sequential(learner, family, ds, 0, cfg, step=3, adapt_all=True)
     torch.manual_seed(1)
     batched = pd.DataFrame(evaluate(learner, family, ds, 0, cfg, step=3))
-    pd.testing.assert_frame_equal(batched, sequential, check_exact=True)
+    pd.testing.assert_frame_equal(batched, pd.DataFrame(sequential), check_exact=True)
     assert not np.allclose(batched["pre_return"], batched["post_return"]) or name == "prompt-dt"
+
+
+@pytest.mark.parametrize(
+    ("family_name", "name"),
+    [("cheetah-vel", "macaw"), ("point-robot", "meta-bc"), ("point-robot", "mt-ft")],
+)
+def test_batched_adaptation_moves_returns_by_float_rounding_only(data_root, family_name, name):
+    """Against the loop as first written (each task adapted alone): the same rows but for the
+    last digits of the adapted returns — a batched product rounds differently, nothing else."""
+    family = make_family(family_name)
+    ds = _dataset(family_name, data_root)
+    learner = _trained(name, family, ds)
+    cfg = EvalConfig(episodes=1)
+    alone = pd.DataFrame(evaluate_sequential(learner, family, ds, 0, cfg, step=3))
+    batched = pd.DataFrame(evaluate(learner, family, ds, 0, cfg, step=3))
+    pd.testing.assert_frame_equal(
+        batched.drop(columns="post_return"), alone.drop(columns="post_return"), check_exact=True
+    )
+    diff = (batched["post_return"] - alone["post_return"]).abs()
+    print(f"{name} on {family_name}: largest return change {diff.max():.2e}")
+    np.testing.assert_allclose(batched["post_return"], alone["post_return"], rtol=1e-4)
 
 
 def test_evaluation_reuses_given_environments_and_repeats_its_rows(data_root):

@@ -42,7 +42,7 @@ def _learner(name, family):
     return learner_class(name)(family.obs_dim, family.act_dim, len(family.train_indices))
 
 
-@pytest.mark.parametrize("name", ["macaw", "meta-bc", "pearl"])
+@pytest.mark.parametrize("name", ["macaw", "meta-bc", "mt-ft", "pearl"])
 @pytest.mark.parametrize("loop", ["sequential", "batched"])
 def test_evaluation_point(benchmark, cheetah, name, loop):
     family, ds = cheetah
