@@ -1,0 +1,58 @@
+"""Batched against sequential evaluation, interleaved: for hosts whose speed drifts.
+
+pytest-benchmark times one benchmark after another, so a host that slows down for a minute
+(measured: up to 2× on a shared Xeon) skews a ratio of two benchmarks. This alternates the two
+loops on the same learner and environments and reports the median of each and their ratio::
+
+    python -m tests.benchmarks.interleaved_eval macaw meta-bc mt-ft pearl
+"""
+
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+from algorithms import learner_class
+from envs import make_family
+from harness.collect.build import build, dataset_dir
+from harness.datasets import OfflineDataset
+from harness.evaluate import EvalConfig, evaluate, make_eval_envs
+from harness.hugepages import use_huge_pages
+from tests.reference_evaluate import evaluate_sequential
+
+PAIRS = 8
+
+
+def main(names: list[str]) -> None:
+    use_huge_pages()
+    torch.set_num_threads(1)  # a run per core, as the harness runs them
+    family = make_family("cheetah-vel")
+    tasks = list(family.test_indices)
+    with tempfile.TemporaryDirectory() as root:
+        build("cheetah-vel", "tiny", 0, root, workers=1, progress=False)
+        ds = OfflineDataset.load(dataset_dir("cheetah-vel", "tiny", 0, root))
+        for name in names:
+            learner = learner_class(name)(family.obs_dim, family.act_dim, len(family.train_indices))
+            loops = {
+                "sequential": (evaluate_sequential, {t: family.make_env(t) for t in tasks}),
+                "batched": (evaluate, make_eval_envs(family, tasks)),
+            }
+            times: dict[str, list[float]] = {k: [] for k in loops}
+            for i in range(PAIRS + 1):  # the first pair warms up
+                for k, (fn, envs) in loops.items():
+                    t = time.perf_counter()
+                    fn(learner, family, ds, 0, EvalConfig(), envs)
+                    if i:
+                        times[k].append(time.perf_counter() - t)
+            seq, bat = (statistics.median(times[k]) for k in loops)
+            print(
+                f"{name}: sequential {seq * 1e3:.0f} ms, batched {bat * 1e3:.0f} ms, "
+                f"ratio {seq / bat:.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["macaw", "meta-bc", "mt-ft", "pearl"])
