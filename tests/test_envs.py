@@ -154,3 +154,43 @@ def test_gymnasium_make_of_every_family_id_steps_and_truncates_at_the_horizon(na
     env.close()
     with pytest.raises(ValueError, match="has tasks 0.."):
         gymnasium.make(envs.env_id(name), task=len(family.tasks))
+
+
+def _gymnasium_step(env, family: str, action):
+    """One step through gymnasium's own ``do_simulation`` and lookups (what the envs' lean step
+    replaced), with the same observation and reward definitions."""
+    d = env.data
+    x0, xy0 = d.qpos[0], env.get_body_com("torso")[:2].copy()
+    env.do_simulation(action, env.frame_skip)
+    dt = env.dt
+    cost = float(np.sum(np.square(action)))
+    if family == "cheetah-vel":
+        obs = np.concatenate(
+            [d.qpos.flat.copy()[1:], d.qvel.flat.copy(), env.get_body_com("torso")]
+        )
+        return obs, -abs((d.qpos[0] - x0) / dt - env._goal_vel) - 0.05 * cost
+    if family == "walker-params":
+        obs = np.concatenate([d.qpos.flat[1:].copy(), np.clip(d.qvel.flat.copy(), -10.0, 10.0)])
+        return obs, (d.qpos[0] - x0) / dt + 1.0 - 1e-3 * cost
+    forward = float((env.get_body_com("torso")[:2] - xy0) / dt @ env._dir)
+    contact = 0.5e-3 * float(np.sum(np.square(np.clip(d.cfrc_ext, -1.0, 1.0))))
+    obs = np.concatenate([d.qpos.flat[2:].copy(), d.qvel.flat.copy()])
+    return obs, forward - 0.5 * cost - contact + 1.0
+
+
+@pytest.mark.parametrize("family", ["cheetah-vel", "walker-params", "ant-dir"])
+def test_the_lean_mujoco_step_gives_gymnasiums_numbers_bit_for_bit(family):
+    fam = make_family(family)
+    lean, ref = fam.make_env(3), fam.make_env(3)
+    lean.reset(seed=4)
+    ref.reset(seed=4)
+    rng = np.random.default_rng(0)
+    for _ in range(120):
+        a = rng.uniform(-1, 1, fam.act_dim).astype(np.float32)
+        obs, r, term, _, _ = lean.step(a)
+        want_obs, want_r = _gymnasium_step(ref, family, a)
+        assert np.array_equal(obs, want_obs) and r == float(want_r)
+        if term:
+            break
+    with pytest.raises(ValueError, match="expected"):
+        lean.step(np.zeros(fam.act_dim + 1, np.float32))
