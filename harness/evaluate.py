@@ -38,6 +38,12 @@ class EvalConfig:
     adapt_sampling: Literal["iid", "window"] = "iid"
     """iid: fresh i.i.d. rows at every evaluation (as the authors'); window: one fixed block of
     consecutive rows per (seed, task)"""
+    adapt_together: bool = False
+    """adapt to all test tasks in one ``adapt_all`` call: faster where a learner batches its
+    adaptation (MACAW, Meta-BC, MT+FT), but a task's adapted policy then equals its own
+    adaptation's only up to float rounding, which contact-rich dynamics can grow into a visible
+    return difference (README, "Algorithms"). Off: each task is adapted on its own, so a task's
+    numbers depend on that task alone and equal the one-task-at-a-time loop's exactly."""
 
 
 def rollout(
@@ -176,9 +182,9 @@ def evaluate(
     """One evaluation point: a row per test task with pre/post-adaptation return and success.
 
     The adaptation sets depend on (family, seed, task, ``step``) only, never on the learner.
-    The learner adapts to all test tasks in one call (``adapt_all``: batched for the learners
-    whose adaptation is gradient steps). Every test task's prior and adapted policies roll out
-    together (:func:`rollout_batch`);
+    Each task is adapted on its own (or, with ``cfg.adapt_together``, all in one ``adapt_all``
+    call). Every test task's prior and adapted policies roll out together
+    (:func:`rollout_batch`);
     ``envs`` (from :func:`make_eval_envs`) are reused across evaluation points when given.
     """
     tasks = list(family.test_indices)
@@ -198,7 +204,8 @@ def evaluate(
             step=step,
             family=family.name,
         )
-    adapted = learner.adapt_all([supports[t] for t in tasks])  # one batched pass where it can
+    sets = [supports[t] for t in tasks]
+    adapted = learner.adapt_all(sets) if cfg.adapt_together else [learner.adapt(s) for s in sets]
     if not isinstance(adapted, list | tuple) or len(adapted) != len(tasks):
         got = len(adapted) if isinstance(adapted, list | tuple) else type(adapted).__name__
         raise ValueError(

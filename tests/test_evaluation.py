@@ -1,5 +1,5 @@
-"""The batched evaluator gives the sequential loop's rows, bit for bit, for every learner, once
-both adapt alike; batched adaptation itself moves a return by float rounding only."""
+"""The batched evaluator gives the sequential loop's rows, bit for bit, for every learner;
+adapting all test tasks together (an option) moves a return by float rounding only."""
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,7 @@ def test_batched_evaluation_gives_the_sequential_loops_rows_exactly(data_root, f
     learner = _trained(name, family, ds)
     cfg = EvalConfig(episodes=2 if family_name == "point-robot" and name != "prompt-dt" else 1)
     torch.manual_seed(1)
-    sequential = evaluate_sequential(learner, family, ds, 0, cfg, step=3, adapt_all=True)
+    sequential = evaluate_sequential(learner, family, ds, 0, cfg, step=3)
     torch.manual_seed(1)
     batched = pd.DataFrame(evaluate(learner, family, ds, 0, cfg, step=3))
     pd.testing.assert_frame_equal(batched, pd.DataFrame(sequential), check_exact=True)
@@ -69,15 +69,18 @@ def test_batched_evaluation_gives_the_sequential_loops_rows_exactly(data_root, f
     ("family_name", "name"),
     [("cheetah-vel", "macaw"), ("point-robot", "meta-bc"), ("point-robot", "mt-ft")],
 )
-def test_batched_adaptation_moves_returns_by_float_rounding_only(data_root, family_name, name):
-    """Against the loop as first written (each task adapted alone): the same rows but for the
-    last digits of the adapted returns — a batched product rounds differently, nothing else."""
+def test_adapting_together_moves_returns_by_float_rounding_only(data_root, family_name, name):
+    """``adapt_together``: against the loop as first written (each task adapted alone), the same
+    rows but for the last digits of the adapted returns — a batched product rounds
+    differently, nothing else; and exactly the loop's rows once that loop adapts alike."""
     family = make_family(family_name)
     ds = _dataset(family_name, data_root)
     learner = _trained(name, family, ds)
-    cfg = EvalConfig(episodes=1)
+    cfg = EvalConfig(episodes=1, adapt_together=True)
     alone = pd.DataFrame(evaluate_sequential(learner, family, ds, 0, cfg, step=3))
     batched = pd.DataFrame(evaluate(learner, family, ds, 0, cfg, step=3))
+    alike = evaluate_sequential(learner, family, ds, 0, cfg, step=3, adapt_all=True)
+    pd.testing.assert_frame_equal(batched, pd.DataFrame(alike), check_exact=True)
     pd.testing.assert_frame_equal(
         batched.drop(columns="post_return"), alone.drop(columns="post_return"), check_exact=True
     )

@@ -35,21 +35,28 @@ def main(names: list[str]) -> None:
         ds = OfflineDataset.load(dataset_dir("cheetah-vel", "tiny", 0, root))
         for name in names:
             learner = learner_class(name)(family.obs_dim, family.act_dim, len(family.train_indices))
+            batched = make_eval_envs(family, tasks)
             loops = {
-                "sequential": (evaluate_sequential, {t: family.make_env(t) for t in tasks}),
-                "batched": (evaluate, make_eval_envs(family, tasks)),
+                "sequential": (evaluate_sequential, {t: family.make_env(t) for t in tasks}, {}),
+                "batched": (evaluate, batched, {}),
+                "batched, adapting together": (evaluate, batched, {"adapt_together": True}),
             }
             times: dict[str, list[float]] = {k: [] for k in loops}
-            for i in range(PAIRS + 1):  # the first pair warms up
-                for k, (fn, envs) in loops.items():
+            for i in range(PAIRS + 1):  # the first round warms up
+                for k, (fn, envs, cfg) in loops.items():
                     t = time.perf_counter()
-                    fn(learner, family, ds, 0, EvalConfig(), envs)
+                    fn(learner, family, ds, 0, EvalConfig(**cfg), envs)
                     if i:
                         times[k].append(time.perf_counter() - t)
-            seq, bat = (statistics.median(times[k]) for k in loops)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            seq = med["sequential"]
             print(
-                f"{name}: sequential {seq * 1e3:.0f} ms, batched {bat * 1e3:.0f} ms, "
-                f"ratio {seq / bat:.2f}",
+                f"{name}: sequential {seq * 1e3:.0f} ms; "
+                + "; ".join(
+                    f"{k} {m * 1e3:.0f} ms ({seq / m:.2f}×)"
+                    for k, m in med.items()
+                    if k != "sequential"
+                ),
                 flush=True,
             )
 

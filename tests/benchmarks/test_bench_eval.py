@@ -43,8 +43,9 @@ def _learner(name, family):
 
 
 @pytest.mark.parametrize("name", ["macaw", "meta-bc", "mt-ft", "pearl"])
-@pytest.mark.parametrize("loop", ["sequential", "batched"])
+@pytest.mark.parametrize("loop", ["sequential", "batched", "batched-together"])
 def test_evaluation_point(benchmark, cheetah, name, loop):
+    """``batched-together``: also adapting to all test tasks in one call (``adapt_together``)."""
     family, ds = cheetah
     learner = _learner(name, family)
     tasks = list(family.test_indices)
@@ -54,14 +55,13 @@ def test_evaluation_point(benchmark, cheetah, name, loop):
     else:
         envs = make_eval_envs(family, tasks)
         fn = evaluate
-    benchmark.pedantic(
-        fn, args=(learner, family, ds, 0, EvalConfig(), envs), rounds=5, warmup_rounds=1
-    )
+    cfg = EvalConfig(adapt_together=loop == "batched-together")
+    benchmark.pedantic(fn, args=(learner, family, ds, 0, cfg, envs), rounds=5, warmup_rounds=1)
     _medians[(name, loop)] = benchmark.stats.stats.median
-    if loop == "batched" and (name, "sequential") in _medians:
+    if loop != "sequential" and (name, "sequential") in _medians:
         ratio = _medians[(name, "sequential")] / _medians[(name, loop)]
         benchmark.extra_info["speedup_vs_sequential"] = round(ratio, 2)
-        print(f"\n{name} evaluation point: batched {ratio:.2f}× faster than sequential")
+        print(f"\n{name} evaluation point: {loop} {ratio:.2f}× faster than sequential")
 
 
 @pytest.mark.parametrize("n_tasks", [1, 2, 5, 10, 20])
