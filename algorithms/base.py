@@ -274,6 +274,25 @@ class OfflineMetaLearner(ABC):
                     )
 
 
+class StackedAdaptLearner(OfflineMetaLearner):
+    """A learner whose adaptation runs on many tasks at once (``[T, N, …]``, as its
+    meta-training adapts a meta-batch): it writes :meth:`adapt_stacked`; ``adapt`` is that on
+    one task, and ``adapt_all`` stacks sets of one size into a single call."""
+
+    @abstractmethod
+    def adapt_stacked(self, tr: Transitions) -> list[Policy]:
+        """Adapt to ``T`` tasks at once; ``tr``: ``[T, N, …]`` on the learner's device."""
+
+    def adapt(self, support: Transitions) -> Policy:
+        return self.adapt_stacked(support.to(self.device).map(lambda x: x.unsqueeze(0)))[0]
+
+    def adapt_all(self, supports: Sequence[Transitions]) -> list[Policy]:
+        tr = Transitions.stack_equal(supports)
+        if tr is None:  # sets of unequal sizes: one at a time
+            return [self.adapt(s) for s in supports]
+        return self.adapt_stacked(tr.to(self.device))
+
+
 def known_learners() -> list[str]:
     _import_builtin()
     return sorted(OfflineMetaLearner._registry)

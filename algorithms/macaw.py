@@ -25,13 +25,12 @@ advantage head unadapted, since nothing reads the adapted head (same meta-gradie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
+from algorithms.base import Policy, PositiveFloat, PositiveInt, StackedAdaptLearner
 from algorithms.batch import MetaBatch, Transitions, batch_part
 from algorithms.networks import (
     MetaMLP,
@@ -86,7 +85,7 @@ class MACAWConfig:
     outer_batch: PositiveInt = 256
 
 
-class MACAW(OfflineMetaLearner):
+class MACAW(StackedAdaptLearner):
     name = "macaw"
     Config = MACAWConfig
 
@@ -256,16 +255,9 @@ class MACAW(OfflineMetaLearner):
             opt.step()
         return metrics
 
-    def adapt(self, support: Transitions) -> Policy:
-        return self.adapt_all([support])[0]
-
-    def adapt_all(self, supports: Sequence[Transitions]) -> list[Policy]:
-        """The test-time inner steps of every task in one batched pass (as meta-training
-        adapts a meta-batch); sets of unequal sizes adapt one at a time."""
-        tr = Transitions.stack_equal(supports)
-        if tr is None:
-            return [self.adapt(s) for s in supports]
-        tr, steps = tr.to(self.device), self.config.test_inner_steps
+    def adapt_stacked(self, tr: Transitions) -> list[Policy]:
+        """The test-time inner steps of ``T`` tasks in one batched pass."""
+        steps = self.config.test_inner_steps
         with torch.enable_grad():
             v_state, _, _ = self._adapt_value(tr, steps, create_graph=False)
             advs = self._advantages(v_state, [batch_part(tr, steps, i) for i in range(steps)])

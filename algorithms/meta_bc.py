@@ -10,13 +10,12 @@ adaptation data shows, so it is only as good as that data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
+from algorithms.base import Policy, PositiveFloat, PositiveInt, StackedAdaptLearner
 from algorithms.batch import MetaBatch, Transitions, batch_part
 from algorithms.networks import (
     MetaMLP,
@@ -52,7 +51,7 @@ class MetaBCConfig:
     outer_batch: PositiveInt = 256
 
 
-class MetaBC(OfflineMetaLearner):
+class MetaBC(StackedAdaptLearner):
     name = "meta-bc"
     Config = MetaBCConfig
 
@@ -110,17 +109,10 @@ class MetaBC(OfflineMetaLearner):
             opt.step()
         return metrics
 
-    def adapt(self, support: Transitions) -> Policy:
-        return self.adapt_all([support])[0]
-
-    def adapt_all(self, supports: Sequence[Transitions]) -> list[Policy]:
-        """Every task's test-time inner steps in one batched pass (sets of unequal sizes one
-        at a time)."""
-        tr = Transitions.stack_equal(supports)
-        if tr is None:
-            return [self.adapt(s) for s in supports]
+    def adapt_stacked(self, tr: Transitions) -> list[Policy]:
+        """The test-time inner steps of ``T`` tasks in one batched pass."""
         with torch.enable_grad():
-            state, _ = self._adapt(tr.to(self.device), self.config.test_inner_steps, False)
+            state, _ = self._adapt(tr, self.config.test_inner_steps, create_graph=False)
         return [StatePolicy(self.policy, s) for s in state.detach().split()]
 
     def prior_policy(self) -> Policy:

@@ -11,12 +11,11 @@ each step a value step then a policy step; the score is after step 20.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
+from algorithms.base import Policy, PositiveFloat, PositiveInt, StackedAdaptLearner
 from algorithms.batch import MetaBatch, Transitions
 from algorithms.networks import (
     BTState,
@@ -49,7 +48,7 @@ class MTFinetuneConfig:
     outer_batch: PositiveInt = 256
 
 
-class MTFinetune(OfflineMetaLearner):
+class MTFinetune(StackedAdaptLearner):
     name = "mt-ft"
     Config = MTFinetuneConfig
 
@@ -107,19 +106,11 @@ class MTFinetune(OfflineMetaLearner):
         self.policy_opt.step()
         return {"train/value_loss": v_loss.mean().item(), "train/policy_loss": p_loss.mean().item()}
 
-    def adapt(self, support: Transitions) -> Policy:
-        return self.adapt_all([support])[0]
-
-    def adapt_all(self, supports: Sequence[Transitions]) -> list[Policy]:
+    def adapt_stacked(self, tr: Transitions) -> list[Policy]:
         """Fine-tune a copy of V and π per task, every task's copies in one batched pass: the
         copies are stacked ``[T, …]`` leaves, the per-task losses summed (each copy sees only its
-        own) and Adam is element-wise, so this is T independent fine-tunings. Sets of unequal
-        sizes fine-tune one at a time."""
-        cfg = self.config
-        tr = Transitions.stack_equal(supports)
-        if tr is None:
-            return [self.adapt(s) for s in supports]
-        tr, T = tr.to(self.device), len(supports)
+        own) and Adam is element-wise, so this is T independent fine-tunings."""
+        cfg, T = self.config, tr.reward.shape[0]
         value, v_leaves = _copies(self.value, T)
         policy, p_leaves = _copies(self.policy, T)
         v_opt = torch.optim.Adam(v_leaves, lr=cfg.finetune_value_lr)

@@ -303,6 +303,8 @@ class NetState:
 
     def frozen(self) -> NetState:
         """The effective weights as :class:`RowLayer` s, for acting (no graph, row-exact)."""
+        if all(isinstance(x, RowLayer) for x in self.layers):
+            return self  # already frozen (a split batch): no second copy
         with torch.no_grad():
             return NetState([RowLayer.from_weight_bias(*x.weight_bias()) for x in self.layers])
 

@@ -24,7 +24,8 @@ def _obs_space(dim: int) -> spaces.Box:
 
 
 class _HorizonMixin:
-    """Counts steps and truncates at the family horizon (episodes are 200 steps, protocol §3)."""
+    """Counts steps and truncates at the family horizon (episodes are 200 steps, protocol §3);
+    steps the simulator without gymnasium's per-call overhead (:meth:`_simulate`)."""
 
     horizon: int = HORIZON
     _t: int = 0

@@ -205,13 +205,16 @@ def evaluate(
             family=family.name,
         )
     sets = [supports[t] for t in tasks]
-    adapted = learner.adapt_all(sets) if cfg.adapt_together else [learner.adapt(s) for s in sets]
-    if not isinstance(adapted, list | tuple) or len(adapted) != len(tasks):
-        got = len(adapted) if isinstance(adapted, list | tuple) else type(adapted).__name__
-        raise ValueError(
-            f"learner {learner.name}: adapt_all returned {got} for {len(tasks)} adaptation sets; "
-            "return one Policy per set, in order"
-        )
+    if not cfg.adapt_together:
+        adapted = [learner.adapt(s) for s in sets]
+    else:
+        adapted = learner.adapt_all(sets)
+        if not isinstance(adapted, list | tuple) or len(adapted) != len(tasks):
+            got = len(adapted) if isinstance(adapted, list | tuple) else type(adapted).__name__
+            raise ValueError(
+                f"learner {learner.name}: adapt_all returned {got} for {len(tasks)} adaptation "
+                "sets; return one Policy per set, in order"
+            )
     for t, post in zip(tasks, adapted):
         try:
             entries.append((t, "pre", learner.prior_policy()))

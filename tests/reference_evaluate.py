@@ -47,14 +47,13 @@ def evaluate_sequential(
     cfg: EvalConfig,
     envs: dict[int, Any] | None = None,
     step: int = 0,
-    adapt_all: bool = False,
 ) -> list[dict[str, Any]]:
     """One evaluation point: a row per test task with pre/post-adaptation return and success.
 
     The adaptation sets depend on (family, seed, task, ``step``) only, never on the learner.
-    ``adapt_all``: adapt to every test task first, in one ``learner.adapt_all`` call as the
-    batched evaluator does (so the two differ only in how they roll out); by default each task
-    is adapted when its turn comes, with ``adapt``, as first written.
+    Each task is adapted when its turn comes, with ``adapt``, as first written; with
+    ``cfg.adapt_together`` all are adapted first, in one ``adapt_all`` call, as the evaluator
+    then does.
     """
     tasks = list(family.test_indices)
     supports = [
@@ -71,7 +70,7 @@ def evaluate_sequential(
         )
         for t in tasks
     ]
-    adapted = learner.adapt_all(supports) if adapt_all else None
+    adapted = learner.adapt_all(supports) if cfg.adapt_together else None
     rows = []
     for i, (t, support) in enumerate(zip(tasks, supports)):
         env = envs[t] if envs is not None else family.make_env(t)

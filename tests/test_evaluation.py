@@ -77,9 +77,9 @@ def test_adapting_together_moves_returns_by_float_rounding_only(data_root, famil
     ds = _dataset(family_name, data_root)
     learner = _trained(name, family, ds)
     cfg = EvalConfig(episodes=1, adapt_together=True)
-    alone = pd.DataFrame(evaluate_sequential(learner, family, ds, 0, cfg, step=3))
+    alone = pd.DataFrame(evaluate_sequential(learner, family, ds, 0, EvalConfig(), step=3))
     batched = pd.DataFrame(evaluate(learner, family, ds, 0, cfg, step=3))
-    alike = evaluate_sequential(learner, family, ds, 0, cfg, step=3, adapt_all=True)
+    alike = evaluate_sequential(learner, family, ds, 0, cfg, step=3)
     pd.testing.assert_frame_equal(batched, pd.DataFrame(alike), check_exact=True)
     pd.testing.assert_frame_equal(
         batched.drop(columns="post_return"), alone.drop(columns="post_return"), check_exact=True
