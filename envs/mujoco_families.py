@@ -29,6 +29,9 @@ class _HorizonMixin:
 
     horizon: int = HORIZON
     _t: int = 0
+    contact_forces: bool = True
+    """whether the reward reads ``cfrc_ext`` (ant's contact cost): only then is the extra
+    ``mj_rnePostConstraint`` pass that fills it worth its time; it changes no state"""
 
     def reset(self, *, seed=None, options=None):
         self._t = 0
@@ -48,7 +51,8 @@ class _HorizonMixin:
             raise ValueError(f"action shaped {action.shape}, expected {(self.model.nu,)}")
         self.data.ctrl[:] = action
         mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
-        mujoco.mj_rnePostConstraint(self.model, self.data)  # as gymnasium: cfrc_ext for ant
+        if self.contact_forces:  # as gymnasium: cfrc_ext, which ant's contact cost reads
+            mujoco.mj_rnePostConstraint(self.model, self.data)
 
     def _constants(self) -> None:
         """Per-step lookups done once: the step's length and the torso's body id."""
@@ -61,6 +65,8 @@ class _HorizonMixin:
 # ---------------------------------------------------------------------------------------------
 class CheetahTaskEnv(_HorizonMixin, HalfCheetahEnv):
     """HalfCheetah whose reward is set by the task: a direction or a target velocity."""
+
+    contact_forces = False
 
     def __init__(self, params: dict, **kwargs):
         super().__init__(**kwargs)
@@ -196,6 +202,8 @@ class WalkerParamsEnv(_HorizonMixin, Walker2dEnv):
     multiplier`` (never compounding) and then calls ``mujoco.mj_setConst`` so derived
     constants follow the new masses and inertias.
     """
+
+    contact_forces = False
 
     def __init__(self, params: dict, **kwargs):
         super().__init__(**kwargs)

@@ -83,9 +83,9 @@ class BatchedSAC:
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.full((n_tasks,), math.log(cfg.init_alpha), requires_grad=True)
         self.target_entropy = -float(act_dim)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, foreach=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, foreach=True)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr, foreach=True)
 
     # -- policy ---------------------------------------------------------------------------------
     def _pi(self, obs: torch.Tensor, deterministic: bool = False):
@@ -168,9 +168,9 @@ class ConditionedSAC:
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor([math.log(cfg.init_alpha)], requires_grad=True)
         self.target_entropy = -float(act_dim)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, foreach=True)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, foreach=True)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr, foreach=True)
 
     def _pi(self, x: torch.Tensor, deterministic: bool = False):
         mu, log_std = self.actor(x.unsqueeze(0)).squeeze(0).chunk(2, dim=-1)
