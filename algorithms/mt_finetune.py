@@ -113,8 +113,8 @@ class MTFinetune(StackedAdaptLearner):
         cfg, T = self.config, tr.reward.shape[0]
         value, v_leaves = _copies(self.value, T)
         policy, p_leaves = _copies(self.policy, T)
-        v_opt = torch.optim.Adam(v_leaves, lr=cfg.finetune_value_lr)
-        p_opt = torch.optim.Adam(p_leaves, lr=cfg.finetune_policy_lr)
+        v_opt = torch.optim.Adam(v_leaves, lr=cfg.finetune_value_lr, foreach=True)
+        p_opt = torch.optim.Adam(p_leaves, lr=cfg.finetune_policy_lr, foreach=True)
         with torch.enable_grad():
             for _ in range(cfg.finetune_steps):
                 v_opt.zero_grad()
