@@ -134,13 +134,15 @@ class FOCAL(OfflineMetaLearner):
         self.vf_target = copy.deepcopy(self.vf).requires_grad_(False)
         self.critic = mlp(obs_dim + act_dim + zdim, 1, w, d).to(dev)  # BRAC's dual critic c
         self.alpha_raw = torch.tensor(float(cfg.alpha_init), device=dev)  # α, unclipped
-        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr, foreach=True)
         self.qf_opt = torch.optim.Adam(
-            [*self.qf1.parameters(), *self.qf2.parameters()], lr=cfg.qf_lr
+            [*self.qf1.parameters(), *self.qf2.parameters()], lr=cfg.qf_lr, foreach=True
         )
-        self.vf_opt = torch.optim.Adam(self.vf.parameters(), lr=cfg.vf_lr)
-        self.context_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.context_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.c_lr)
+        self.vf_opt = torch.optim.Adam(self.vf.parameters(), lr=cfg.vf_lr, foreach=True)
+        self.context_opt = torch.optim.Adam(
+            self.encoder.parameters(), lr=cfg.context_lr, foreach=True
+        )
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.c_lr, foreach=True)
         self._dual = DIVERGENCES[cfg.divergence]
 
     # -- the task embedding ----------------------------------------------------------------------

@@ -59,8 +59,8 @@ class MTFinetune(StackedAdaptLearner):
         inp = obs_dim + n_train_tasks
         self.value = MetaMLP([inp, *hidden, 1], "bt").to(self.device)
         self.policy = MetaMLP([inp, *hidden, act_dim], "bt").to(self.device)
-        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr)
-        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
+        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.value_lr, foreach=True)
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr, foreach=True)
 
     # -- losses (shared by training and fine-tuning) ------------------------------------------
     def _run(self, net: MetaMLP, state: NetState, obs, task_ids) -> torch.Tensor:

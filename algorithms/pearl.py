@@ -98,12 +98,14 @@ class OfflinePEARL(OfflineMetaLearner):
         self.qf2 = _mlp(obs_dim + act_dim + zdim, 1, w, d).to(self.device)
         self.vf = _mlp(obs_dim + zdim, 1, w, d).to(self.device)
         self.vf_target = copy.deepcopy(self.vf).requires_grad_(False)
-        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr)
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr, foreach=True)
         self.qf_opt = torch.optim.Adam(
-            [*self.qf1.parameters(), *self.qf2.parameters()], lr=cfg.qf_lr
+            [*self.qf1.parameters(), *self.qf2.parameters()], lr=cfg.qf_lr, foreach=True
         )
-        self.vf_opt = torch.optim.Adam(self.vf.parameters(), lr=cfg.vf_lr)
-        self.context_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.context_lr)
+        self.vf_opt = torch.optim.Adam(self.vf.parameters(), lr=cfg.vf_lr, foreach=True)
+        self.context_opt = torch.optim.Adam(
+            self.encoder.parameters(), lr=cfg.context_lr, foreach=True
+        )
 
     # -- context → posterior -------------------------------------------------------------------
     def _context(self, tr: Transitions) -> torch.Tensor:

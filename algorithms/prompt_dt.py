@@ -180,7 +180,7 @@ class PromptDT(OfflineMetaLearner):
         dev = self.device
         self.model = PromptDecisionTransformer(obs_dim, act_dim, cfg).to(dev)
         self.opt = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.policy_lr, weight_decay=cfg.weight_decay
+            self.model.parameters(), lr=cfg.policy_lr, weight_decay=cfg.weight_decay, foreach=True
         )
         # statistics of the data, set from the first batch (target: a running max)
         self.obs_mean = torch.zeros(obs_dim, device=dev)
