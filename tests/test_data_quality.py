@@ -5,10 +5,17 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from envs import make_family
 from harness.collect.build import build, reference_returns
-from harness.collect.sac import SACBudget, SACConfig, collect_conditioned_chunk
+from harness.collect.sac import (
+    LeanAdam,
+    SACBudget,
+    SACConfig,
+    StackedMLP,
+    collect_conditioned_chunk,
+)
 from harness.datasets import DatasetError, OfflineDataset, read_manifest, tenth_means
 
 
@@ -123,3 +130,38 @@ def test_copies_of_a_task_merge_into_its_buffer_segment_by_segment():
         assert [len(e["reward"]) for e in eps] == [30] * 6  # 2 segments × 3 copies
     again, _ = collect_conditioned_chunk(fam, [0, 1], b, seed=2)
     np.testing.assert_array_equal(per_task[1][4]["obs"], again[1][4]["obs"])
+
+
+def _twin_critics_with_grads(seed: int) -> tuple[StackedMLP, list[torch.Tensor]]:
+    torch.manual_seed(seed)
+    net = StackedMLP(2, [9, 16, 16, 1])
+    grads = [[torch.randn_like(p) for p in net.parameters()] for _ in range(60)]
+    return net, grads
+
+
+def test_lean_adam_steps_exactly_as_torch_adam_and_resumes_from_its_state():
+    """The behaviour agents' optimiser is part of the data: it must be torch's Adam bit for bit,
+    including after resuming from a state torch's Adam saved (a build of older code)."""
+    ref, grads = _twin_critics_with_grads(0)
+    lean, _ = _twin_critics_with_grads(0)
+    torch_opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    lean_opt = LeanAdam(lean.parameters(), lr=1e-3)
+    for i, g in enumerate(grads):
+        for net, opt in ((ref, torch_opt), (lean, lean_opt)):
+            opt.zero_grad()
+            for p, gi in zip(net.parameters(), g):
+                p.grad = gi.clone()
+            opt.step()
+        if i == 29:  # hand the lean optimiser torch's state half-way: the rest must still match
+            resumed = LeanAdam(lean.parameters(), lr=1.0)
+            resumed.load_state_dict(torch_opt.state_dict())
+            assert resumed.t == 30 and resumed.lr == 1e-3
+            lean_opt = resumed
+    for a, b in zip(ref.parameters(), lean.parameters()):
+        assert torch.equal(a, b)
+    back = torch.optim.Adam(ref.parameters(), lr=1e-3)  # and torch's Adam reads the lean state
+    back.load_state_dict(lean_opt.state_dict())
+    assert int(back.state_dict()["state"][0]["step"]) == 60
+    with pytest.raises(RuntimeError, match="every parameter needs a gradient"):
+        lean_opt.zero_grad()
+        lean_opt.step()
