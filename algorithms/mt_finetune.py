@@ -19,6 +19,7 @@ from algorithms.base import Policy, PositiveFloat, PositiveInt, StackedAdaptLear
 from algorithms.batch import MetaBatch, Transitions
 from algorithms.networks import (
     BTState,
+    LeanAdam,
     MetaMLP,
     NetState,
     StatePolicy,
@@ -113,8 +114,8 @@ class MTFinetune(StackedAdaptLearner):
         cfg, T = self.config, tr.reward.shape[0]
         value, v_leaves = _copies(self.value, T)
         policy, p_leaves = _copies(self.policy, T)
-        v_opt = torch.optim.Adam(v_leaves, lr=cfg.finetune_value_lr, foreach=True)
-        p_opt = torch.optim.Adam(p_leaves, lr=cfg.finetune_policy_lr, foreach=True)
+        v_opt = LeanAdam(v_leaves, lr=cfg.finetune_value_lr)
+        p_opt = LeanAdam(p_leaves, lr=cfg.finetune_policy_lr)
         with torch.enable_grad():
             for _ in range(cfg.finetune_steps):
                 v_opt.zero_grad()

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from algorithms.networks import LeanAdam
 from envs import make_family
 from harness.collect.build import build, reference_returns
 from harness.collect.sac import (
-    LeanAdam,
     SACBudget,
     SACConfig,
     StackedMLP,
