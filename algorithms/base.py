@@ -25,6 +25,7 @@ from annotated_types import Ge, Gt
 from torch import nn
 
 from algorithms.batch import MetaBatch, Transitions
+from algorithms.products import per_task_products
 
 PositiveInt = Annotated[int, Ge(1)]
 """A count or size (an int ≥ 1) in a learner's Config: validated when a suite is loaded."""
@@ -190,12 +191,19 @@ class OfflineMetaLearner(ABC):
     def adapt(self, support: Transitions) -> Policy:
         """Adapt to a new task from its adaptation set ``[N, …]``; return its policy."""
 
-    def adapt_all(self, supports: Sequence[Transitions]) -> list[Policy]:
-        """Adapt to several new tasks at once: the evaluator's call, with every test task's
-        adaptation set. One ``adapt`` after another by default; a learner whose adaptation
-        batches over tasks overrides it (policy ``i`` must act as ``adapt(supports[i])``'s up
-        to float rounding: the conformance kit checks it)."""
+    def adapt_each(self, supports: Sequence[Transitions]) -> list[Policy]:
+        """Adapt to several new tasks, each exactly as ``adapt`` alone would: the evaluator's
+        call, with every test task's adaptation set. One ``adapt`` after another by default; a
+        learner that can batch its adaptation without changing a bit overrides it (the
+        conformance kit checks the actions are equal exactly)."""
         return [self.adapt(s) for s in supports]
+
+    def adapt_all(self, supports: Sequence[Transitions]) -> list[Policy]:
+        """Adapt to several new tasks at once, as fast as the learner can: the evaluator's call
+        when a suite sets ``adapt_together``. :meth:`adapt_each` by default; a learner whose
+        adaptation batches over tasks overrides it (policy ``i`` must act as
+        ``adapt(supports[i])``'s up to float rounding: the conformance kit checks it)."""
+        return self.adapt_each(supports)
 
     def prior_policy(self) -> Policy:
         """The policy before any adaptation (for the pre-adaptation score). Optional."""
@@ -277,7 +285,10 @@ class OfflineMetaLearner(ABC):
 class StackedAdaptLearner(OfflineMetaLearner):
     """A learner whose adaptation runs on many tasks at once (``[T, N, …]``, as its
     meta-training adapts a meta-batch): it writes :meth:`adapt_stacked`; ``adapt`` is that on
-    one task, and ``adapt_all`` stacks sets of one size into a single call."""
+    one task, and ``adapt_all`` and ``adapt_each`` stack sets of one size into a single call —
+    ``adapt_each`` with :func:`~algorithms.products.per_task_products`, so that every task
+    comes out as it does alone, provided ``adapt_stacked`` multiplies stacked tasks with
+    :mod:`algorithms.products`' functions (``algorithms.networks``' layers do)."""
 
     @abstractmethod
     def adapt_stacked(self, tr: Transitions) -> list[Policy]:
@@ -291,6 +302,10 @@ class StackedAdaptLearner(OfflineMetaLearner):
         if tr is None:  # sets of unequal sizes: one at a time
             return [self.adapt(s) for s in supports]
         return self.adapt_stacked(tr.to(self.device))
+
+    def adapt_each(self, supports: Sequence[Transitions]) -> list[Policy]:
+        with per_task_products():
+            return self.adapt_all(supports)
 
 
 def known_learners() -> list[str]:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from algorithms.base import Policy, PolicyBatch
+from algorithms.products import task_bmm, task_rows
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -78,6 +79,11 @@ class _SharedMatmul(torch.autograd.Function):
 
 
 def _shared_mm(X: torch.Tensor, A: torch.Tensor, sink: list | None, transpose: bool):
+    """``X A`` (or ``X Aᵀ``), the rows of ``X`` being tasks (see :mod:`algorithms.products`)."""
+    return task_rows(lambda x: _shared_mm_rows(x, A, sink, transpose), X)
+
+
+def _shared_mm_rows(X: torch.Tensor, A: torch.Tensor, sink: list | None, transpose: bool):
     if sink is None or not torch.is_grad_enabled() or not A.requires_grad:
         return X @ A.T if transpose else X @ A
     return _SharedMatmul.apply(X, A, sink, transpose)
@@ -133,7 +139,7 @@ class WTState:
         sliced, so its backward is one concatenation instead of a zero-filled buffer per slice."""
         Wb = self.theta.view(self.n_tasks, self.fan_in + 1, self.fan_out)  # rows: W, then b
         W, b = Wb.split([self.fan_in, 1], dim=1)
-        return torch.bmm(x, W).add_(b)  # in place is safe (bmm's backward needs x and W only)
+        return task_bmm(x, W).add_(b)  # in place is safe (bmm's backward needs x and W only)
 
     def _new(self, z, c, corr, Az=None) -> WTState:
         return WTState(self.fan_in, self.fan_out, self.n_tasks, self.A, z, c, corr, self.sink, Az)
@@ -190,7 +196,7 @@ class BTState:
 
     def __post_init__(self) -> None:
         if self.bias is None:
-            self.bias = self.bl + torch.bmm(self.b.unsqueeze(1), self.M).squeeze(1)
+            self.bias = self.bl + task_bmm(self.b.unsqueeze(1), self.M).squeeze(1)
 
     def handles(self) -> list[torch.Tensor]:
         return [self.W, self.bias]
@@ -201,11 +207,11 @@ class BTState:
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """x: [T, B, in] → [T, B, out] with each task's own weights."""
-        return torch.bmm(x, self.W).add_(self.bias.unsqueeze(1))
+        return task_bmm(x, self.W).add_(self.bias.unsqueeze(1))
 
     def step(self, grads: list[torch.Tensor], lrs: Sequence[torch.Tensor]) -> BTState:
         g_w, g_bias = grads
-        g_b = torch.bmm(self.M, g_bias.unsqueeze(-1)).squeeze(-1)  # d bias / d b = M
+        g_b = task_bmm(self.M, g_bias.unsqueeze(-1)).squeeze(-1)  # d bias / d b = M
         g_m = self.b.unsqueeze(-1) * g_bias.unsqueeze(1)  # b ⊗ g
         return BTState(
             *(

@@ -28,7 +28,8 @@ contract point. The checks, in order:
    steps all test tasks at once) give each row exactly what that policy gives alone;
 8. **adapt_all** — adapting to several tasks in one call (how the evaluator adapts to all test
    tasks) returns one policy per set, each acting as ``adapt`` of its own set does, up to float
-   rounding (actions within 1e-4).
+   rounding (actions within 1e-4);
+9. **adapt_each** — the evaluator's default call: the same, bit for bit (actions equal).
 """
 
 from __future__ import annotations
@@ -215,30 +216,41 @@ def check_learner(
                 "alone: a batched forward must give each row the same bits",
             )
 
-    # 8. adapt_all: one policy per set, each as adapt of that set gives, up to float rounding
+    # 8. adapt_all: one policy per set, each as adapt of that set gives, up to float rounding;
+    # 9. adapt_each: the same, bit for bit
     sets = [
         support,
         _batch(cfg, 8).inner.map(lambda x: x[0]),
         _batch(cfg, 9).inner.map(lambda x: x[0]),
     ]
     sets = [s.to(device) for s in sets]
-    together = learner.adapt_all(sets)
-    if not isinstance(together, list | tuple) or len(together) != len(sets):
-        raise _fail(cls, "adapt_all", f"expected a list of {len(sets)} policies, one per set")
+    alone = [learner.adapt(s) for s in sets]
+    for call, tolerance in (("adapt_all", 1e-4), ("adapt_each", 0.0)):
+        _check_adapting_many(cls, call, getattr(learner, call)(sets), alone, obs, tolerance)
+
+
+def _check_adapting_many(cls, call, policies, alone, obs, tolerance: float) -> None:
+    """``policies`` (from ``call`` on several sets) act as ``alone`` (``adapt`` of each set)
+    to within ``tolerance``."""
+    if not isinstance(policies, list | tuple) or len(policies) != len(alone):
+        raise _fail(cls, call, f"expected a list of {len(alone)} policies, one per set")
     with torch.no_grad():
-        for i, (p, s) in enumerate(zip(together, sets)):
+        for i, (p, a) in enumerate(zip(policies, alone)):
             try:
                 check_policy_actions(cls.__name__, p, obs, ACT)
             except ValueError as e:
-                raise _fail(cls, "adapt_all", str(e)) from None
-            alone = learner.adapt(s)
+                raise _fail(cls, call, str(e)) from None
             p.reset()  # a policy with a history starts a new episode for each comparison
-            alone.reset()
-            worst = float((p(obs) - alone(obs)).abs().max())
-            if worst > 1e-4:
+            a.reset()
+            worst = float((p(obs) - a(obs)).abs().max())
+            if worst > tolerance:
+                promise = (
+                    "adapting together may change rounding, never the result"
+                    if tolerance
+                    else "each task must come out bit for bit as adapted alone"
+                )
                 raise _fail(
                     cls,
-                    "adapt_all",
-                    f"policy {i} acts up to {worst:.2g} away from adapt of its own set: "
-                    "adapting together may change rounding, never the result",
+                    call,
+                    f"policy {i} acts up to {worst:.2g} away from adapt of its own set: {promise}",
                 )

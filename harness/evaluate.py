@@ -39,11 +39,11 @@ class EvalConfig:
     """iid: fresh i.i.d. rows at every evaluation (as the authors'); window: one fixed block of
     consecutive rows per (seed, task)"""
     adapt_together: bool = False
-    """adapt to all test tasks in one ``adapt_all`` call: faster where a learner batches its
-    adaptation (MACAW, Meta-BC, MT+FT), but a task's adapted policy then equals its own
-    adaptation's only up to float rounding, which contact-rich dynamics can grow into a visible
-    return difference (README, "Algorithms"). Off: each task is adapted on its own, so a task's
-    numbers depend on that task alone and equal the one-task-at-a-time loop's exactly."""
+    """adapt with ``adapt_all``: products fused across tasks where a learner batches its
+    adaptation (MACAW, Meta-BC, MT+FT), faster still, but a task's adapted policy then equals
+    its own adaptation's only up to float rounding, which contact-rich dynamics can grow into a
+    visible return difference (README, "Algorithms"). Off: ``adapt_each``, every task's numbers
+    exactly as if it were adapted alone, so they depend on that task alone."""
 
 
 def rollout(
@@ -123,30 +123,37 @@ def rollout_batch(
     its own (a test pins it); an environment whose episode ended waits for the others.
     """
     n = len(envs)
-    scales = [float(env.action_space.high[0]) for env in envs]
+    # float32, as the per-row ``actions[i] * float(high)`` NumPy computes (a Python float
+    # multiplies a float32 array in float32), so one product for all rows gives the same bits
+    scales = np.array([[env.action_space.high[0]] for env in envs], dtype=np.float32)
     returns = np.zeros((episodes, n))
     successes = np.zeros((episodes, n))
     for ep in range(episodes):
         obs = [env.reset(seed=s + ep)[0] for env, s in zip(envs, seeds, strict=True)]
         batch.reset()
         active = [True] * n
+        ret = [0.0] * n  # Python floats: the same float64 sums as NumPy's, without its indexing
+        success = [0.0] * n
         while any(active):
             x = torch.as_tensor(np.stack(obs), dtype=torch.float32, device=device)
             actions = batch.act(x, active).cpu().numpy()
             stepped = list(active)
             _checked_actions(actions[stepped], name)
-            rewards = np.zeros(n, dtype=np.float32)
+            env_actions = actions * scales
+            rewards = [0.0] * n
             for i in range(n):
                 if not stepped[i]:
                     continue
-                obs[i], r, term, trunc, info = envs[i].step(
-                    (actions[i] * scales[i]).astype(np.float32)
-                )
+                obs[i], r, term, trunc, info = envs[i].step(env_actions[i])
                 rewards[i] = r
-                returns[ep, i] += r
-                successes[ep, i] = max(successes[ep, i], float(info.get("success", 0.0)))
+                ret[i] += float(r)
+                if "success" in info:
+                    success[i] = max(success[i], float(info["success"]))
                 active[i] = not (term or trunc)
-            batch.observe(torch.as_tensor(rewards, device=device), stepped)
+            if not batch.stateless:
+                batch.observe(torch.tensor(rewards, dtype=torch.float32, device=device), stepped)
+        returns[ep] = ret
+        successes[ep] = success
     out = []
     for i in range(n):
         success = float(np.mean(successes[:, i])) if score == "success" else np.nan
@@ -182,9 +189,10 @@ def evaluate(
     """One evaluation point: a row per test task with pre/post-adaptation return and success.
 
     The adaptation sets depend on (family, seed, task, ``step``) only, never on the learner.
-    Each task is adapted on its own (or, with ``cfg.adapt_together``, all in one ``adapt_all``
-    call). Every test task's prior and adapted policies roll out together
-    (:func:`rollout_batch`);
+    All test tasks are adapted in one call: ``adapt_each``, every task exactly as it would be
+    alone (MACAW, Meta-BC and MT+FT batch it with per-task products), or with
+    ``cfg.adapt_together`` ``adapt_all``, faster and equal up to float rounding. Every test
+    task's prior and adapted policies roll out together (:func:`rollout_batch`);
     ``envs`` (from :func:`make_eval_envs`) are reused across evaluation points when given.
     """
     tasks = list(family.test_indices)
@@ -205,16 +213,14 @@ def evaluate(
             family=family.name,
         )
     sets = [supports[t] for t in tasks]
-    if not cfg.adapt_together:
-        adapted = [learner.adapt(s) for s in sets]
-    else:
-        adapted = learner.adapt_all(sets)
-        if not isinstance(adapted, list | tuple) or len(adapted) != len(tasks):
-            got = len(adapted) if isinstance(adapted, list | tuple) else type(adapted).__name__
-            raise ValueError(
-                f"learner {learner.name}: adapt_all returned {got} for {len(tasks)} adaptation "
-                "sets; return one Policy per set, in order"
-            )
+    call = "adapt_all" if cfg.adapt_together else "adapt_each"
+    adapted = getattr(learner, call)(sets)
+    if not isinstance(adapted, list | tuple) or len(adapted) != len(tasks):
+        got = len(adapted) if isinstance(adapted, list | tuple) else type(adapted).__name__
+        raise ValueError(
+            f"learner {learner.name}: {call} returned {got} for {len(tasks)} adaptation "
+            "sets; return one Policy per set, in order"
+        )
     for t, post in zip(tasks, adapted):
         try:
             entries.append((t, "pre", learner.prior_policy()))

@@ -181,6 +181,15 @@ class AdaptAllDrifts(_Base):
         return [self.adapt(supports[0]) for _ in supports]
 
 
+class AdaptEachRounds(_Base):
+    """Adapts each task within float rounding of adapt alone, where the call promises bits."""
+
+    name = "kit-adapt-each-rounds"
+
+    def adapt_each(self, supports):
+        return [_Const(self.adapt(s).a * (1 + 2**-20)) for s in supports]
+
+
 class AdaptAllDropsOne(_Base):
     name = "kit-adapt-all-short"
 
@@ -203,6 +212,7 @@ class AdaptAllDropsOne(_Base):
         (BatchNotRowExact, "batch", "row 0 of _Shifted.act differs from its policy acting alone"),
         (AdaptAllDrifts, "adapt_all", "policy 1 acts up to"),
         (AdaptAllDropsOne, "adapt_all", "expected a list of 3 policies, one per set"),
+        (AdaptEachRounds, "adapt_each", "must come out bit for bit as adapted alone"),
     ],
 )
 def test_the_kit_fails_a_broken_learner_with_one_line_naming_the_point(cls, point, words):
