@@ -38,7 +38,7 @@ def main(names: list[str]) -> None:
             batched = make_eval_envs(family, tasks)
             loops = {
                 "sequential": (evaluate_sequential, {t: family.make_env(t) for t in tasks}, {}),
-                "batched": (evaluate, batched, {}),
+                "batched": (evaluate, batched, {}),  # adapt_each: exact
                 "batched, adapting together": (evaluate, batched, {"adapt_together": True}),
             }
             times: dict[str, list[float]] = {k: [] for k in loops}

@@ -45,7 +45,9 @@ def _learner(name, family):
 @pytest.mark.parametrize("name", ["macaw", "meta-bc", "mt-ft", "pearl"])
 @pytest.mark.parametrize("loop", ["sequential", "batched", "batched-together"])
 def test_evaluation_point(benchmark, cheetah, name, loop):
-    """``batched-together``: also adapting to all test tasks in one call (``adapt_together``)."""
+    """``batched``: the default, all test tasks adapted in one ``adapt_each`` call (per-task
+    products, bit for bit as alone); ``batched-together``: ``adapt_all``, products fused across
+    tasks too (``adapt_together``)."""
     family, ds = cheetah
     learner = _learner(name, family)
     tasks = list(family.test_indices)
