@@ -247,7 +247,8 @@ def _check_adapting_many(cls, call, policies, alone, obs, tolerance: float) -> N
                 promise = (
                     "adapting together may change rounding, never the result"
                     if tolerance
-                    else "each task must come out bit for bit as adapted alone"
+                    else "each task must come out bit for bit as adapted alone (multiply "
+                    "stacked tasks with algorithms.products.task_bmm, or loop over adapt)"
                 )
                 raise _fail(
                     cls,
