@@ -65,22 +65,19 @@ class _PerTaskBmm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(a, b)
-        return torch.cat(
-            [torch.bmm(_aligned(x), _aligned(y)) for x, y in zip(a.split(1), b.split(1))]
-        )
+        xs = [_aligned(x) for x in a.split(1)]
+        ys = [_aligned(y) for y in b.split(1)]
+        ctx.save_for_backward(*xs, *ys)  # the aligned operands: backward needs no second copy
+        return torch.cat([torch.bmm(x, y) for x, y in zip(xs, ys)])
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
-        a, b = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        xs, ys = saved[: len(saved) // 2], saved[len(saved) // 2 :]
         dys = [_aligned(g) for g in dy.split(1)]
         da = db = None
         if ctx.needs_input_grad[0]:
-            da = torch.cat(
-                [torch.bmm(g, _aligned(y).transpose(1, 2)) for g, y in zip(dys, b.split(1))]
-            )
+            da = torch.cat([torch.bmm(g, y.transpose(1, 2)) for g, y in zip(dys, ys)])
         if ctx.needs_input_grad[1]:
-            db = torch.cat(
-                [torch.bmm(_aligned(x).transpose(1, 2), g) for x, g in zip(a.split(1), dys)]
-            )
+            db = torch.cat([torch.bmm(x.transpose(1, 2), g) for x, g in zip(xs, dys)])
         return da, db

@@ -10,6 +10,7 @@ import torch
 from algorithms import OfflineMetaLearner, known_learners, learner_class, make_config
 from algorithms.macaw import MACAW, MACAWConfig
 from algorithms.networks import count_parameters
+from algorithms.products import per_task_products, task_bmm, task_rows
 from tests.reference_macaw import make_batch
 
 SMALL = {
@@ -223,8 +224,6 @@ def test_per_task_products_give_each_task_the_bits_it_gets_alone(rows, inner, ou
     """Inside ``per_task_products`` a stacked ``bmm`` (forward, and backward for both operands)
     and a row-per-task product equal each task's own computation on fresh tensors, bit for bit;
     outside, the fused call is plain ``torch.bmm``."""
-    from algorithms.products import per_task_products, task_bmm, task_rows
-
     torch.manual_seed(0)
     T = 5
     a = torch.randn(T, rows, inner, requires_grad=True)
