@@ -222,26 +222,29 @@ def test_pearl_fast_step_gives_the_reference_steps_parameters(use_next_obs):
 )
 def test_per_task_products_give_each_task_the_bits_it_gets_alone(rows, inner, out):
     """Inside ``per_task_products`` a stacked ``bmm`` (forward, and backward for both operands)
-    and a row-per-task product equal each task's own computation on fresh tensors, bit for bit;
+    and a row-per-task product equal each task's own computation on fresh tensors, bit for bit,
+    both when a layout is first met (fused and per-task compared) and after (as decided then);
     outside, the fused call is plain ``torch.bmm``."""
-    torch.manual_seed(0)
     T = 5
-    a = torch.randn(T, rows, inner, requires_grad=True)
-    b = torch.randn(T, inner, out, requires_grad=True)
-    dy = torch.randn(T, rows, out)
-    with per_task_products():
-        y = task_bmm(a, b)
-    y.backward(dy)
-    shared = torch.randn(inner, 40)
-    x = torch.randn(T, inner)
-    with per_task_products():
-        xs = task_rows(lambda r: r @ shared, x)
-    for t in range(T):
-        at = a.detach()[t : t + 1].clone().requires_grad_()
-        bt = b.detach()[t : t + 1].clone().requires_grad_()
-        yt = torch.bmm(at, bt)
-        yt.backward(dy[t : t + 1].clone())
-        assert torch.equal(y[t : t + 1], yt)
-        assert torch.equal(a.grad[t : t + 1], at.grad) and torch.equal(b.grad[t : t + 1], bt.grad)
-        assert torch.equal(xs[t : t + 1], x[t : t + 1].clone() @ shared)
+    for draw in range(2):
+        torch.manual_seed(draw)
+        a = torch.randn(T, rows, inner, requires_grad=True)
+        b = torch.randn(T, inner, out, requires_grad=True)
+        dy = torch.randn(T, rows, out)
+        with per_task_products():
+            y = task_bmm(a, b)
+        y.backward(dy)
+        shared = torch.randn(inner, 40)
+        x = torch.randn(T, inner)
+        with per_task_products():
+            xs = task_rows(lambda r, m=shared: r @ m, x)
+        for t in range(T):
+            at = a.detach()[t : t + 1].clone().requires_grad_()
+            bt = b.detach()[t : t + 1].clone().requires_grad_()
+            yt = torch.bmm(at, bt)
+            yt.backward(dy[t : t + 1].clone())
+            assert torch.equal(y[t : t + 1], yt)
+            assert torch.equal(a.grad[t : t + 1], at.grad)
+            assert torch.equal(b.grad[t : t + 1], bt.grad)
+            assert torch.equal(xs[t : t + 1], x[t : t + 1].clone() @ shared)
     assert torch.equal(task_bmm(a, b), torch.bmm(a, b))
