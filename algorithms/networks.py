@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -254,13 +254,17 @@ class RowLayer:
 
     Wt: torch.Tensor  # [N, out, in], contiguous
     b: torch.Tensor  # [N, 1, out]
+    W: torch.Tensor = field(init=False, repr=False)  # the view ``Wt.transpose(1, 2)``, made once
+
+    def __post_init__(self) -> None:
+        self.W = self.Wt.transpose(1, 2)  # acting makes one call per layer and env step
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, B, in] → [N, B, out]."""
-        return torch.bmm(x, self.Wt.transpose(1, 2)).add_(self.b)
+        return torch.bmm(x, self.W).add_(self.b)
 
     def weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.Wt.transpose(1, 2), self.b.squeeze(1)
+        return self.W, self.b.squeeze(1)
 
     @staticmethod
     def from_weight_bias(W: torch.Tensor, b: torch.Tensor) -> RowLayer:
