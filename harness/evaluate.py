@@ -18,7 +18,7 @@ import torch
 from annotated_types import Interval
 
 from algorithms.base import OfflineMetaLearner, Policy, PolicyBatch, PositiveInt, batch_of
-from envs.base import TaskFamily
+from envs.base import TaskFamily, step_envs
 from harness.datasets import OfflineDataset, transitions_hash
 
 
@@ -130,35 +130,29 @@ def rollout_batch(
     scales = np.array([[env.action_space.high[0]] for env in envs], dtype=np.float32)
     returns = np.zeros((episodes, n))
     successes = np.zeros((episodes, n))
+    everyone = np.arange(n)
     for ep in range(episodes):
-        obs = [env.reset(seed=s + ep)[0] for env, s in zip(envs, seeds, strict=True)]
+        obs = np.stack([env.reset(seed=s + ep)[0] for env, s in zip(envs, seeds, strict=True)])
         batch.reset()
-        active = [True] * n
-        ret = [0.0] * n  # Python floats: the same float64 sums as NumPy's, without its indexing
-        success = [0.0] * n
-        while any(active):
-            rows = np.empty((n, obs[0].shape[0]), np.float32)  # fresh: a policy may keep it
-            for i in range(n):
-                rows[i] = obs[i]  # rounded to float32 as torch.as_tensor would: the same bits
-            x = torch.from_numpy(rows).to(device)
-            actions = batch.act(x, active).cpu().numpy()
-            stepped = list(active)
-            _checked_actions(actions[stepped], name)
-            env_actions = actions * scales
-            rewards = [0.0] * n
-            for i in range(n):
-                if not stepped[i]:
-                    continue
-                obs[i], r, term, trunc, info = envs[i].step(env_actions[i])
-                rewards[i] = r
-                ret[i] += float(r)
-                if "success" in info:
-                    success[i] = max(success[i], float(info["success"]))
-                active[i] = not (term or trunc)
+        active = np.ones(n, bool)
+        ret, success = returns[ep], successes[ep]  # float64 sums, as Python floats' would be
+        while active.any():
+            # a fresh float32 copy (a policy may keep it), rounded as torch.as_tensor rounds
+            x = torch.from_numpy(obs.astype(np.float32)).to(device)
+            stepped = active.tolist()
+            actions = batch.act(x, stepped).cpu().numpy()
+            idx = everyone if all(stepped) else np.flatnonzero(active)
+            env_actions = _checked_actions(actions[idx], name) * scales[idx]
+            o, r, term, trunc, info = step_envs([envs[i] for i in idx], env_actions)
+            obs[idx] = o
+            ret[idx] += r
+            if "success" in info:
+                success[idx] = np.maximum(success[idx], info["success"])
+            active[idx] = ~(term | trunc)
             if not batch.stateless:
+                rewards = np.zeros(n)
+                rewards[idx] = r
                 batch.observe(torch.tensor(rewards, dtype=torch.float32, device=device), stepped)
-        returns[ep] = ret
-        successes[ep] = success
     out = []
     for i in range(n):
         success = float(np.mean(successes[:, i])) if score == "success" else np.nan
@@ -226,11 +220,19 @@ def evaluate(
             f"learner {learner.name}: {call} returned {got} for {len(tasks)} adaptation "
             "sets; return one Policy per set, in order"
         )
-    for t, post in zip(tasks, adapted):
-        try:
-            entries.append((t, "pre", learner.prior_policy()))
-        except NotImplementedError:
-            pass
+    try:
+        prior = learner.prior_policy()
+    except NotImplementedError:
+        prior = None
+    # one prior policy serves every task, unless it keeps a history: then one per environment
+    keeps_history = prior is not None and (
+        type(prior).reset is not Policy.reset or type(prior).observe is not Policy.observe
+    )
+    for i, (t, post) in enumerate(zip(tasks, adapted)):
+        if prior is not None:
+            if i and keeps_history:
+                prior = learner.prior_policy()
+            entries.append((t, "pre", prior))
         entries.append((t, "post", post))
     try:
         scores = rollout_batch(
