@@ -8,7 +8,7 @@ nothing of learning or of datasets; the harness joins it to the learners.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -103,31 +103,6 @@ class TaskFamily(ABC):
             "test_indices": self.test_indices,
             "tasks": [{"index": t.index, "params": t.params} for t in self.tasks],
         }
-
-
-def step_envs(
-    envs: Sequence[gym.Env], actions: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Step every ``envs[i]`` once with ``actions[i]``: ``obs [n, obs_dim]``, ``rewards [n]``,
-    ``terminated [n]``, ``truncated [n]`` and the info keys every env reports, each as an
-    array over ``envs`` (gymnasium's vector layout, without its automatic resets).
-
-    Environments of one class that defines ``step_many(envs, actions)`` with this signature
-    are stepped by it in one call (the MuJoCo families: the per-step arithmetic once for all
-    rows, the same numbers as each ``step``); any others one ``step`` at a time."""
-    kind = type(envs[0])
-    many = getattr(kind, "step_many", None)
-    if many is not None and all(type(env) is kind for env in envs):
-        return many(envs, actions)
-    out = [env.step(a) for env, a in zip(envs, actions, strict=True)]
-    keys = set(out[0][4]).intersection(*(o[4] for o in out[1:]))
-    return (
-        np.stack([o[0] for o in out]),
-        np.array([o[1] for o in out], np.float64),
-        np.array([o[2] for o in out], bool),
-        np.array([o[3] for o in out], bool),
-        {k: np.array([o[4][k] for o in out]) for k in keys},
-    )
 
 
 # ---------------------------------------------------------------------------------------------

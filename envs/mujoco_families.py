@@ -7,8 +7,6 @@ environment truncates at the family horizon (200) by itself and exposes ``set_ta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import mujoco
 import numpy as np
 from gymnasium import spaces
@@ -61,19 +59,6 @@ class _HorizonMixin:
         self._dt = self.model.opt.timestep * self.frame_skip
         self._torso = self.model.body("torso").id
 
-    @staticmethod
-    def _checked_rows(envs: Sequence[_HorizonMixin], actions) -> np.ndarray:
-        actions = np.asarray(actions)
-        want = (len(envs), envs[0].model.nu)
-        if actions.shape != want:
-            raise ValueError(f"actions shaped {actions.shape}, expected {want}")
-        return actions
-
-    @staticmethod
-    def _ctrl_costs(actions: np.ndarray) -> np.ndarray:
-        """Per row ``float(np.square(a).sum())``: summed in the actions' dtype, as ``step``."""
-        return np.square(actions).sum(axis=1).astype(np.float64)
-
 
 # ---------------------------------------------------------------------------------------------
 # HalfCheetah: obs = qpos[1:] (8) + qvel (9) + torso centre of mass (3) = 20
@@ -109,35 +94,6 @@ class CheetahTaskEnv(_HorizonMixin, HalfCheetahEnv):
         reward = progress - ctrl_cost
         info = {"x_velocity": vx, "reward_progress": progress, "reward_ctrl": -ctrl_cost}
         return self._get_obs(), float(reward), False, self._tick(), info
-
-    @classmethod
-    def step_many(cls, envs: Sequence[CheetahTaskEnv], actions):
-        """:meth:`step` of ``envs[i]`` with ``actions[i]`` for every ``i``, the per-step
-        arithmetic done once for all rows (the evaluator steps ten environments together):
-        the same numbers bit for bit (``tests/test_envs.py``). Returns ``obs [n, 20]``,
-        ``rewards``, ``terminated``, ``truncated`` and infos as arrays over ``envs``."""
-        actions = cls._checked_rows(envs, actions)
-        n = len(envs)
-        obs, x = np.empty((n, 20)), np.empty((2, n))
-        truncated = np.empty(n, bool)
-        for i, env in enumerate(envs):
-            d = env.data
-            q = d.qpos  # a view: reads after the step see the new state
-            x[0, i] = q[0]
-            d.ctrl[:] = actions[i]
-            mujoco.mj_step(env.model, d, nstep=env.frame_skip)
-            if env.contact_forces:  # as _simulate
-                mujoco.mj_rnePostConstraint(env.model, d)
-            x[1, i] = q[0]
-            obs[i, :8], obs[i, 8:17], obs[i, 17:] = q[1:], d.qvel, d.xpos[env._torso]
-            truncated[i] = env._tick()
-        vx = (x[1] - x[0]) / np.array([env._dt for env in envs])
-        ctrl_cost = 0.05 * cls._ctrl_costs(actions)
-        goal = np.array([np.nan if e._goal_vel is None else e._goal_vel for e in envs])
-        direction = np.array([e._direction for e in envs])
-        progress = np.where(np.isnan(goal), direction * vx, -np.abs(vx - goal))
-        info = {"x_velocity": vx, "reward_progress": progress, "reward_ctrl": -ctrl_cost}
-        return obs, progress - ctrl_cost, np.zeros(n, bool), truncated, info
 
 
 class CheetahDirFamily(TaskFamily):
@@ -273,32 +229,6 @@ class WalkerParamsEnv(_HorizonMixin, Walker2dEnv):
         height, angle = self.data.qpos[1], self.data.qpos[2]
         terminated = not (0.8 < height < 2.0 and -1.0 < angle < 1.0)
         return self._get_obs(), float(reward), bool(terminated), self._tick(), {"x_velocity": vx}
-
-    @classmethod
-    def step_many(cls, envs: Sequence[WalkerParamsEnv], actions):
-        """:meth:`step` of ``envs[i]`` with ``actions[i]`` for every ``i``, as
-        :meth:`CheetahTaskEnv.step_many` (the same numbers bit for bit)."""
-        actions = cls._checked_rows(envs, actions)
-        n = len(envs)
-        obs, x = np.empty((n, 17)), np.empty((4, n))  # x before; x, height, angle after
-        truncated = np.empty(n, bool)
-        for i, env in enumerate(envs):
-            d = env.data
-            q = d.qpos
-            x[0, i] = q[0]
-            d.ctrl[:] = actions[i]
-            mujoco.mj_step(env.model, d, nstep=env.frame_skip)
-            if env.contact_forces:  # as _simulate
-                mujoco.mj_rnePostConstraint(env.model, d)
-            x[1:, i] = q[:3]
-            obs[i, :8], obs[i, 8:] = q[1:], d.qvel
-            truncated[i] = env._tick()
-        np.clip(obs[:, 8:], -10.0, 10.0, out=obs[:, 8:])
-        vx = (x[1] - x[0]) / np.array([env._dt for env in envs])
-        reward = vx + 1.0 - 1e-3 * cls._ctrl_costs(actions)
-        height, angle = x[2], x[3]
-        terminated = ~((0.8 < height) & (height < 2.0) & (-1.0 < angle) & (angle < 1.0))
-        return obs, reward, terminated, truncated, {"x_velocity": vx}
 
 
 class WalkerParamsFamily(TaskFamily):

@@ -18,7 +18,7 @@ import torch
 from annotated_types import Interval
 
 from algorithms.base import OfflineMetaLearner, Policy, PolicyBatch, PositiveInt, batch_of
-from envs.base import TaskFamily, step_envs
+from envs.base import TaskFamily
 from harness.datasets import OfflineDataset, transitions_hash
 
 
@@ -108,6 +108,19 @@ def _checked_actions(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
+def _step(envs: list, idx: np.ndarray, actions: np.ndarray):
+    """Step ``envs[i]`` with ``actions[k]`` for ``i = idx[k]``: observations ``[m, d]``,
+    rewards, episode ends and, where every env reports it, ``info["success"]``, as arrays."""
+    out = [envs[i].step(a) for i, a in zip(idx, actions, strict=True)]
+    won = [o[4]["success"] for o in out if "success" in o[4]]
+    return (
+        np.stack([o[0] for o in out]),
+        np.array([o[1] for o in out], np.float64),
+        np.array([o[2] or o[3] for o in out], bool),
+        np.array(won, np.float64) if len(won) == len(out) else None,
+    )
+
+
 def rollout_batch(
     envs: list,
     batch: PolicyBatch,
@@ -143,12 +156,12 @@ def rollout_batch(
             actions = batch.act(x, stepped).cpu().numpy()
             idx = everyone if all(stepped) else np.flatnonzero(active)
             env_actions = _checked_actions(actions[idx], name) * scales[idx]
-            o, r, term, trunc, info = step_envs([envs[i] for i in idx], env_actions)
+            o, r, done, won = _step(envs, idx, env_actions)
             obs[idx] = o
             ret[idx] += r
-            if "success" in info:
-                success[idx] = np.maximum(success[idx], info["success"])
-            active[idx] = ~(term | trunc)
+            if won is not None:
+                success[idx] = np.maximum(success[idx], won)
+            active[idx] = ~done
             if not batch.stateless:
                 rewards = np.zeros(n)
                 rewards[idx] = r

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs import known_families, make_family, step_envs
+from envs import known_families, make_family
 
 PROTOCOL_DIMS = {
     "point-robot": (2, 2, 80, 20),
@@ -194,33 +194,3 @@ def test_the_lean_mujoco_step_gives_gymnasiums_numbers_bit_for_bit(family):
             break
     with pytest.raises(ValueError, match="expected"):
         lean.step(np.zeros(fam.act_dim + 1, np.float32))
-
-
-@pytest.mark.parametrize("family", ["cheetah-vel", "cheetah-dir", "walker-params", "point-robot"])
-def test_stepping_envs_together_gives_each_envs_own_step_bit_for_bit(family):
-    """``step_envs`` (one ``step_many`` call for the MuJoCo families, one ``step`` each
-    otherwise) returns what each environment's own ``step`` returns: observations, rewards,
-    ends and infos, bit for bit, through falls and the horizon."""
-    fam = make_family(family)
-    tasks = (fam.test_indices * 3)[:4]
-    together = [fam.make_env(t) for t in tasks]
-    alone = [fam.make_env(t) for t in tasks]
-    for k, (a, b) in enumerate(zip(together, alone, strict=True)):
-        a.reset(seed=k)
-        b.reset(seed=k)
-    rng = np.random.default_rng(1)
-    high = float(alone[0].action_space.high[0])
-    ends = 0
-    for _ in range(fam.horizon):
-        actions = rng.uniform(-high, high, (len(tasks), fam.act_dim)).astype(np.float32)
-        obs, rew, term, trunc, info = step_envs(together, actions)
-        for k, env in enumerate(alone):
-            want_obs, want_r, want_term, want_trunc, want_info = env.step(actions[k])
-            assert np.array_equal(obs[k], want_obs) and rew[k] == want_r
-            assert (term[k], trunc[k]) == (want_term, want_trunc)
-            assert all(np.array_equal(info[key][k], want_info[key]) for key in info)
-            ends += bool(want_term or want_trunc)
-    assert ends >= len(tasks)  # the horizon was reached (and walkers fell on the way)
-    if hasattr(type(together[0]), "step_many"):
-        with pytest.raises(ValueError, match="expected"):
-            step_envs(together, actions[:, :-1])
