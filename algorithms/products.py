@@ -73,8 +73,8 @@ def _bmm_as_alone(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     A BLAS kernel's summation order follows the operands' shapes, strides and alignment and
     the thread count, never their values: so the first product of a layout is computed both
     ways and compared, and from then on that layout is fused where they agreed (measured on an
-    AVX-512 Xeon: every shape of MT+FT's and Meta-BC's adaptation but the 1-column ones) and
-    one call per task where they did not."""
+    AVX-512 Xeon: all of Meta-BC's, all of MT+FT's and MACAW's but their 1-column products)
+    and one call per task where they did not."""
     key = (
         a.shape,
         a.stride(),
