@@ -65,6 +65,13 @@ class Policy(ABC):
         with torch.no_grad():
             return self.act(obs)
 
+    @property
+    def keeps_history(self) -> bool:
+        """Whether it overrides ``reset`` or ``observe``: only then can one object not serve
+        several environments at once (the evaluator shares a history-free prior policy)."""
+        kind = type(self)
+        return kind.reset is not Policy.reset or kind.observe is not Policy.observe
+
     @classmethod
     def batch(cls, policies: Sequence[Policy]) -> PolicyBatch:
         """Policies of this class acting together, one per environment (the evaluator steps all

@@ -238,12 +238,9 @@ def evaluate(
     except NotImplementedError:
         prior = None
     # one prior policy serves every task, unless it keeps a history: then one per environment
-    keeps_history = prior is not None and (
-        type(prior).reset is not Policy.reset or type(prior).observe is not Policy.observe
-    )
     for i, (t, post) in enumerate(zip(tasks, adapted)):
         if prior is not None:
-            if i and keeps_history:
+            if i and getattr(prior, "keeps_history", True):  # not a Policy: the check below
                 prior = learner.prior_policy()
             entries.append((t, "pre", prior))
         entries.append((t, "post", post))
