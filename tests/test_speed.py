@@ -58,3 +58,16 @@ def test_a_file_that_is_not_a_benchmark_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "not a pytest-benchmark JSON file" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_interleaved_ratio_alternates_the_two_and_takes_the_median_of_round_ratios():
+    from tests.benchmarks.interleaved import interleaved_times, median_ratio
+
+    calls = []
+    ref, cand = interleaved_times(lambda: calls.append("r"), lambda: calls.append("c"), 4, 1)
+    # one untimed warm-up round, then each goes first in every other round
+    assert "".join(calls) == "rc" + "rc" + "cr" + "rc" + "cr"
+    assert len(ref) == len(cand) == 4
+    # a host slowing down 2x between rounds cancels: every round says 3x
+    assert median_ratio([3.0, 6.0, 12.0, 24.0], [1.0, 2.0, 4.0, 8.0]) == 3.0
+    assert median_ratio([1.0, 1.0, 1.0], [2.0, 0.5, 1.0]) == 1.0

@@ -1,9 +1,6 @@
-"""Batched against sequential evaluation, interleaved: for hosts whose speed drifts.
-
-pytest-benchmark times one benchmark after another, so a host that slows down for a minute
-(measured: up to 2× on a shared Xeon) skews a ratio of two benchmarks. This alternates the two
-loops on the same learner and environments and reports the median time of each and the
-median of the rounds' ratios (each round's sequential time over its batched time)::
+"""Batched against sequential evaluation, interleaved, without pytest: all three loops
+alternating on the same learner and environments, more rounds than the benchmark's; prints the
+median time of each and the median of the rounds' ratios (``interleaved.py``)::
 
     python -m tests.benchmarks.interleaved_eval macaw meta-bc mt-ft pearl
 """
@@ -21,6 +18,7 @@ from harness.collect.build import build, dataset_dir
 from harness.datasets import OfflineDataset
 from harness.evaluate import EvalConfig, evaluate, make_eval_envs
 from harness.hugepages import use_huge_pages
+from tests.benchmarks.interleaved import median_ratio
 from tests.reference_evaluate import evaluate_sequential
 
 PAIRS = 8
@@ -52,10 +50,7 @@ def main(names: list[str]) -> None:
             med = {k: statistics.median(v) for k, v in times.items()}
             seq = times["sequential"]
             # the median of each round's own ratio: a drift slower than a round cancels in it
-            ratio = {
-                k: statistics.median(a / b for a, b in zip(seq, v, strict=True))
-                for k, v in times.items()
-            }
+            ratio = {k: median_ratio(seq, v) for k, v in times.items()}
             print(
                 f"{name}: sequential {med['sequential'] * 1e3:.0f} ms; "
                 + "; ".join(
