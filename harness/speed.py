@@ -58,15 +58,21 @@ def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def ratio_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Every same-run ratio a benchmark recorded (``speedup_vs_*`` in its extra info)."""
+    """Every same-run ratio a benchmark recorded (``speedup_vs_*`` in its extra info), and how:
+    the median of ``ratio_pairs`` rounds with the two alternating where the benchmark says so
+    (a drifting host's speed cancels in it), else the ratio of two benchmarks' medians."""
     cols = [c for c in df.columns if c.startswith("speedup_vs_")]
     out = []
     for _, r in df.iterrows():
+        pairs = r.get("ratio_pairs")
+        how = f"interleaved, {int(pairs)} pairs" if pd.notna(pairs) else "two medians"
         for c in cols:
             if pd.notna(r.get(c)):
                 ref = c.removeprefix("speedup_vs_").replace("_", " ")
-                out.append({"benchmark": r["name"], "against": ref, "ratio": float(r[c])})
-    return pd.DataFrame(out, columns=["benchmark", "against", "ratio"])
+                out.append(
+                    {"benchmark": r["name"], "against": ref, "ratio": float(r[c]), "measured": how}
+                )
+    return pd.DataFrame(out, columns=["benchmark", "against", "ratio", "measured"])
 
 
 def plot_scaling(table: pd.DataFrame, path: Path) -> None:

@@ -65,6 +65,7 @@ def test_evaluation_point(benchmark, cheetah, name, loop):
     benchmark.pedantic(batched, rounds=5, warmup_rounds=1)
     ratio = interleaved_ratio(sequential, batched, PAIRS)
     benchmark.extra_info["speedup_vs_sequential"] = round(ratio, 2)
+    benchmark.extra_info["ratio_pairs"] = PAIRS
     print(f"\n{name} evaluation point: {loop} {ratio:.2f}× faster than sequential (interleaved)")
 
 

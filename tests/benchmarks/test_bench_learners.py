@@ -80,6 +80,7 @@ def test_meta_train_step(benchmark, name):
         step = partial(learner.meta_train_step, batch)
         ratio = interleaved_ratio(REFERENCES[name](), step, pairs)
         benchmark.extra_info["speedup_vs_reference"] = round(ratio, 2)
+        benchmark.extra_info["ratio_pairs"] = pairs
         print(
             f"\n{name} step {median * 1e3:.1f} ms on {DEVICE}; {ratio:.2f}× faster than its "
             f"reference (interleaved, {pairs} pairs)"
