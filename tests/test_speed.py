@@ -6,6 +6,7 @@ import pytest
 
 from harness.cli import main
 from harness.speed import build_speed_report, load_benchmarks, ratio_table, sweep_table
+from tests.benchmarks.interleaved import interleaved_times, median_ratio
 
 
 def _bench(name, median, **extra):
@@ -73,8 +74,6 @@ def test_a_file_that_is_not_a_benchmark_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_interleaved_ratio_alternates_the_two_and_takes_the_median_of_round_ratios():
-    from tests.benchmarks.interleaved import interleaved_times, median_ratio
-
     calls = []
     ref, cand = interleaved_times(lambda: calls.append("r"), lambda: calls.append("c"), 4, 1)
     # one untimed warm-up round, then each goes first in every other round
