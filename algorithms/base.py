@@ -24,7 +24,7 @@ import torch
 from annotated_types import Ge, Gt
 from torch import nn
 
-from algorithms.batch import MetaBatch, Transitions
+from algorithms.batch import MetaBatch, TrainStatistics, Transitions
 from algorithms.products import per_task_products
 
 PositiveInt = Annotated[int, Ge(1)]
@@ -36,6 +36,46 @@ BATCH_FIELDS = ("tasks_per_batch", "inner_batch", "outer_batch")
 SEGMENT_FIELD = "outer_segment"
 """An optional Config field: the outer batch as runs of this many consecutive rows (a sequence
 model's training windows) instead of uniform rows. Absent or 1: uniform rows."""
+
+
+INNER_SAMPLING_FIELD = "inner_sampling"
+"""An optional Config field: how the runner draws a learner's inner batch (its context):
+``"window"`` (consecutive rows of one task, protocol §4; the default), ``"iid"`` (rows drawn
+uniformly, as PEARL's and FOCAL's authors draw their contexts) or ``"episode_ends"`` (the last
+``inner_segment`` rows of randomly drawn episodes, as Prompt-DT's authors cut their prompts)."""
+INNER_SAMPLINGS = ("window", "iid", "episode_ends")
+
+
+def inner_sampling(config: Any) -> str:
+    """How the runner draws a learner's inner batch: ``"window"`` unless its Config says."""
+    how = str(getattr(config, INNER_SAMPLING_FIELD, "window"))
+    if how not in INNER_SAMPLINGS:
+        raise ValueError(f"inner_sampling must be one of {', '.join(INNER_SAMPLINGS)}; got {how!r}")
+    return how
+
+
+REPLACEMENT_FIELD = "tasks_with_replacement"
+"""An optional Config field: draw the meta-batch's ``tasks_per_batch`` train tasks with
+replacement (FOCAL's authors on their two-task families: 4 draws of 2 tasks). Absent or False:
+distinct tasks, at most all of them."""
+
+
+def pick_tasks(config: Any, n_train: int, generator: torch.Generator) -> list[int]:
+    """The positions of a meta-batch's train tasks, drawn as the learner's Config asks."""
+    k = config.tasks_per_batch
+    if getattr(config, REPLACEMENT_FIELD, False):
+        return torch.randint(n_train, (k,), generator=generator).tolist()
+    return torch.randperm(n_train, generator=generator)[:k].tolist()
+
+
+INNER_SEGMENT_FIELD = "inner_segment"
+"""With ``inner_sampling = "episode_ends"``: the length of each episode-end segment (a
+decision transformer's prompt); the inner batch is ``inner_batch / inner_segment`` of them."""
+
+
+def inner_segment(config: Any) -> int:
+    """The length of a learner's episode-end inner segments (1 unless its Config says)."""
+    return int(getattr(config, INNER_SEGMENT_FIELD, 1))
 
 
 def outer_segment(config: Any) -> int:
@@ -215,6 +255,10 @@ class OfflineMetaLearner(ABC):
     def prior_policy(self) -> Policy:
         """The policy before any adaptation (for the pre-adaptation score). Optional."""
         raise NotImplementedError(f"{self.name} does not define a pre-adaptation policy")
+
+    def observe_train_data(self, stats: TrainStatistics) -> None:  # noqa: B027 (an optional hook)
+        """Called once before training with statistics of the train tasks' buffers (never test
+        data); a learner that normalises its inputs keeps them. Default: nothing."""
 
     # -- provided --------------------------------------------------------------------------------
     def train_step(self, batch: MetaBatch) -> dict[str, float]:

@@ -72,6 +72,27 @@ class Transitions:
 
 
 @dataclass(frozen=True)
+class TrainStatistics:
+    """What the harness tells a learner about its train tasks' buffers before training
+    (``OfflineMetaLearner.observe_train_data``): statistics of the train data only, never of a
+    test task. A learner that normalises by them sees the same numbers on every batch.
+
+    Attributes:
+        obs_mean, obs_std: ``[obs_dim]`` over every stored row of the train tasks; a dimension
+            constant there has std 1 (centred, never scaled up).
+        max_abs_return_to_go: the largest |return-to-go| of any row.
+        best_episode_return: the best undiscounted episode return of any train task.
+        row_stride: environment steps between consecutive stored rows (the dataset's ``skip``).
+    """
+
+    obs_mean: torch.Tensor
+    obs_std: torch.Tensor
+    max_abs_return_to_go: float
+    best_episode_return: float
+    row_stride: int = 1
+
+
+@dataclass(frozen=True)
 class MetaBatch:
     """One meta-training batch: per sampled train task an inner (support) and outer (query) batch.
 

@@ -9,32 +9,47 @@ via Distance Metric Learning and Behavior Regularization") and the authors' code
 Per step, for each sampled task:
 
 1. **Encoder** (trained by the metric loss alone): each context transition (s, a, r[, s′]) is
-   embedded; the task embedding z is their mean. Same-task embeddings are pulled together
-   (√(mean‖zᵢ − zᵢ′‖² + ε)), different-task ones pushed apart by the inverse-power term
-   1 / (mean‖zᵢ − zⱼ‖² + 100ε); weight 10.
+   embedded and squashed by tanh (the authors' ``MlpEncoder(output_activation=torch.tanh)``:
+   the paper's metric loss lives on a bounded embedding space; unbounded, its inverse-power
+   term is lowered by scaling every embedding up); the task embedding z is their mean.
+   Same-task embeddings are pulled together (√(mean‖zᵢ − zᵢ′‖² + ε)), different-task ones
+   pushed apart by the inverse-power term 1 / (mean‖zᵢ − zⱼ‖² + 100ε); weight 10.
 2. **Dual critic** c(s, a, z) (``c_iter`` = 3 updates): the dual form of the divergence between
    the policy's and the data's actions (KL by default: −softplus(c(s, a_b)) +
    log softplus(c(s, a_π)) + 1), with BRAC's gradient penalty.
-3. **Actor-critic on z.detach()** (SAC with a V net, as PEARL): Q to r·5 + γ(1−d)(V̄(s′) −
-   α·D); V to min Q(s, π) − log π; π to log π − min Q + α·D, where D is the dual estimate of
-   the divergence; α adapts towards a target divergence of 0.05 (start 500, at most 2000).
+3. **Actor-critic on z.detach()** (SAC with a V net, as PEARL): Q to r·scale + γ(1−d)V̄(s′),
+   minus α·D inside the target only with ``use_value_penalty``; V to min Q(s, π) − log π; π to
+   log π − min Q + α·D, where D is the dual estimate of the divergence; α adapts towards a
+   target divergence of 0.05.
 
 At test time z is the mean embedding of the adaptation set; the policy acts with its mean.
 
+**Settings as the authors' paper-reproducing HEAD** (their commit "configs for correctly
+reproducing Fig 3 in the camera-ready"): ``configs/default.py`` has ``use_brac=True,
+use_value_penalty=False``, α from 500 to at most 2000; per family (the suites set these):
+cheetah-dir — the value penalty on, a meta-batch of 4 draws of its 2 tasks with replacement,
+context 256; cheetah-vel — α from 50, context 100; walker — α from 50, at most 10⁴, next
+observations in the context, context 100; point-robot — reward scale 100. Their two-task
+ant-dir (forward/backward) uses α 10⁶–5·10⁶ with the value penalty; our ant-dir has 50
+directions, a multi-task family, so it takes the authors' multi-task rule (cheetah-vel's and
+walker's: no value penalty, α from 50, at most the default 2000). Contexts are drawn i.i.d. from
+each task's buffer, as the authors' replay buffers are sampled; networks start from rlkit's
+initialisation, the policy's log-std is clamped to [−20, 0].
+
 Deviations *(ours)*:
 
-- the public configs default to ``use_brac=False`` (the penalty off, as "batch PEARL"); the
-  paper's method, which this file implements, has it on (``use_brac=True`` here);
-- positive pairs: the authors draw tasks with replacement and pull together two context draws
-  of the same task when that happens; here every task's context (the harness's inner batch) is
-  split in two halves, and the halves' embeddings are the positive pair — each meta-batch has
-  positives, not only by chance;
+- positive pairs: besides two slots of the same task (which the authors' draws with
+  replacement give by chance), every slot's context is split in two halves whose embeddings
+  are a positive pair — each meta-batch has positives;
 - BRAC's gradient penalty is on ‖∂c/∂a‖ at interpolated actions, as in BRAC (Wu et al. 2019);
   the authors' port penalises the critic's *value* there instead;
 - the dual critic's extra updates reuse the step's batch with fresh policy samples (the authors
   draw a new SAC batch for each); the divergence in the policy loss is re-estimated after the
   critic's update (the authors reuse the pre-update graph, which current PyTorch refuses);
-- no dropout in the encoder (the authors' default 0.1); the prior policy acts with z = 0.
+- the prior policy acts with z = 0; observations are not normalised (the authors' released
+  data was divided by each dimension's maximum; ours is generated and used as the
+  environment gives it, the same for every learner).
+  (The authors' ``dropout=0.1`` is never read by their encoder, so there is none here either.)
 """
 
 from __future__ import annotations
@@ -50,7 +65,13 @@ import torch.nn.functional as F
 
 from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
-from algorithms.networks import LatentPolicy, mlp, soft_update_, tanh_gaussian_sample
+from algorithms.networks import (
+    LatentPolicy,
+    mlp,
+    rlkit_init_,
+    soft_update_,
+    tanh_gaussian_sample,
+)
 
 EPS = 1e-8
 
@@ -73,8 +94,8 @@ DIVERGENCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 @dataclass(frozen=True)
 class FOCALConfig:
-    """The authors' ``configs/default.py`` values (their per-env files change the context
-    batch: 100 for cheetah-vel and walker, as PEARL's)."""
+    """The authors' ``configs/default.py`` values at HEAD (their per-env files change the
+    context batch, α, the value penalty and the meta-batch; the suites set those per family)."""
 
     latent_size: PositiveInt = 20
     width: PositiveInt = 256
@@ -94,7 +115,10 @@ class FOCALConfig:
     """dual critic updates per step"""
     divergence: Literal["kl", "w"] = "kl"
     use_brac: bool = True
-    """the divergence penalty in the value target and the policy loss (the paper's method)"""
+    """the divergence penalty in the policy loss (the paper's method)"""
+    use_value_penalty: bool = False
+    """also subtract α·D in the Bellman target (only with ``use_brac``; the authors turn it on
+    for their two-task cheetah-dir and ant-dir only)"""
     train_alpha: bool = True
     alpha_init: float = 500.0
     alpha_max: float = 2000.0
@@ -108,10 +132,16 @@ class FOCALConfig:
     policy_mean_reg: float = 1e-3
     policy_std_reg: float = 1e-3
     use_next_obs_in_context: bool = False
+    log_std_max: float = 0.0
+    """upper clamp of the policy's log-std (the authors' ``LOG_SIG_MAX``)"""
     tasks_per_batch: PositiveInt = 16
     """meta_batch"""
+    tasks_with_replacement: bool = False
+    """draw the meta-batch's tasks with replacement (the authors' 4 draws of 2 tasks)"""
     inner_batch: PositiveInt = 64
     """context transitions per task (embedding_batch_size; 100 in the cheetah-vel config)"""
+    inner_sampling: Literal["window", "iid"] = "iid"
+    """the context: i.i.d. rows of each task's buffer, as the authors sample theirs"""
     outer_batch: PositiveInt = 256
     """actor-critic batch per task"""
 
@@ -126,13 +156,17 @@ class FOCAL(OfflineMetaLearner):
         w, d, zdim = cfg.width, cfg.depth, cfg.latent_size
         ctx = 2 * obs_dim + act_dim + 1 if cfg.use_next_obs_in_context else obs_dim + act_dim + 1
         dev = self.device
-        self.encoder = mlp(ctx, zdim, cfg.encoder_width, d).to(dev)
-        self.policy = mlp(obs_dim + zdim, 2 * act_dim, w, d).to(dev)
-        self.qf1 = mlp(obs_dim + act_dim + zdim, 1, w, d).to(dev)
-        self.qf2 = mlp(obs_dim + act_dim + zdim, 1, w, d).to(dev)
-        self.vf = mlp(obs_dim + zdim, 1, w, d).to(dev)
+        # rlkit's initialisation, as the authors' networks; the encoder's output squashed by tanh
+        self.encoder = torch.nn.Sequential(
+            *rlkit_init_(mlp(ctx, zdim, cfg.encoder_width, d)), torch.nn.Tanh()
+        ).to(dev)
+        self.policy = rlkit_init_(mlp(obs_dim + zdim, 2 * act_dim, w, d), 1e-3).to(dev)
+        self.qf1 = rlkit_init_(mlp(obs_dim + act_dim + zdim, 1, w, d)).to(dev)
+        self.qf2 = rlkit_init_(mlp(obs_dim + act_dim + zdim, 1, w, d)).to(dev)
+        self.vf = rlkit_init_(mlp(obs_dim + zdim, 1, w, d)).to(dev)
         self.vf_target = copy.deepcopy(self.vf).requires_grad_(False)
-        self.critic = mlp(obs_dim + act_dim + zdim, 1, w, d).to(dev)  # BRAC's dual critic c
+        # BRAC's dual critic c
+        self.critic = rlkit_init_(mlp(obs_dim + act_dim + zdim, 1, w, d)).to(dev)
         self.alpha_raw = torch.tensor(float(cfg.alpha_init), device=dev)  # α, unclipped
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.policy_lr, foreach=True)
         self.qf_opt = torch.optim.Adam(
@@ -157,24 +191,33 @@ class FOCAL(OfflineMetaLearner):
         return self.encoder(self._context(tr)).mean(-2)
 
     @staticmethod
-    def metric_loss(z_a: torch.Tensor, z_b: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    def metric_loss(
+        z_a: torch.Tensor,
+        z_b: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        eps: float = 1e-3,
+    ) -> torch.Tensor:
         """The distance metric loss over a meta-batch: z_a, z_b [T, latent] are two halves'
-        embeddings of the same T tasks (positive pairs); every pair of different tasks is a
-        negative pair, pushed apart by the inverse-power term."""
+        embeddings of T task slots (positive pairs); ``labels`` [T] name each slot's task (the
+        same task drawn twice is also a positive pair; default: all different). Every pair of
+        slots of different tasks is a negative pair, pushed apart by the inverse-power term."""
         T = z_a.shape[0]
-        pos = torch.sqrt((z_a - z_b).pow(2).mean(-1) + eps).mean()
-        if T < 2:
-            return pos
+        labels = torch.arange(T, device=z_a.device) if labels is None else labels
+        halves = (z_a - z_b).pow(2).mean(-1)  # [T]
         z = 0.5 * (z_a + z_b)
-        d2 = (z[:, None] - z[None]).pow(2).mean(-1)  # [T, T]
         i, j = torch.triu_indices(T, T, offset=1, device=z.device)
-        neg = (1.0 / (d2[i, j] + 100 * eps)).mean()
+        d2 = (z[i] - z[j]).pow(2).mean(-1)
+        same = labels[i] == labels[j]
+        pos = torch.sqrt(torch.cat([halves, d2[same]]) + eps).mean()
+        if not bool((~same).any()):
+            return pos
+        neg = (1.0 / (d2[~same] + 100 * eps)).mean()
         return pos + neg
 
     # -- BRAC pieces -----------------------------------------------------------------------------
     def _pi(self, obs_z: torch.Tensor):
         mean, log_std = self.policy(obs_z).chunk(2, -1)
-        log_std = log_std.clamp(-20.0, 2.0)
+        log_std = log_std.clamp(-20.0, self.config.log_std_max)
         a, logp = tanh_gaussian_sample(mean, log_std)
         return a, logp, mean, log_std
 
@@ -217,7 +260,7 @@ class FOCAL(OfflineMetaLearner):
         half = batch.inner.reward.shape[1] // 2
         emb = self.encoder(self._context(batch.inner))  # [T, N, latent]
         z_a, z_b = emb[:, :half].mean(1), emb[:, half:].mean(1)
-        z_loss = cfg.z_loss_weight * self.metric_loss(z_a, z_b)
+        z_loss = cfg.z_loss_weight * self.metric_loss(z_a, z_b, batch.task_ids)
         self.context_opt.zero_grad(set_to_none=True)
         z_loss.backward()
         self.context_opt.step()
@@ -240,7 +283,8 @@ class FOCAL(OfflineMetaLearner):
         q1, q2 = self.qf1(q_in).squeeze(-1), self.qf2(q_in).squeeze(-1)
         with torch.no_grad():
             v_next = self.vf_target(torch.cat([tr.next_obs, zb], -1)).squeeze(-1)
-            v_next = v_next - alpha * div
+            if cfg.use_brac and cfg.use_value_penalty:
+                v_next = v_next - alpha * div
             q_target = tr.reward * cfg.reward_scale + (1.0 - tr.done) * cfg.discount * v_next
         q_loss = (q1 - q_target).pow(2).mean() + (q2 - q_target).pow(2).mean()
         self.qf_opt.zero_grad(set_to_none=True)

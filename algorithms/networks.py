@@ -503,6 +503,10 @@ class LeanAdam:
     ``torch.optim.Adam`` resumes with it.
     """
 
+    sqrt = staticmethod(torch._foreach_sqrt)
+    """the element-wise square root of a list of tensors (the data generator swaps in an exact
+    one: PyTorch's runs through MKL, whose result depends on the CPU vendor)"""
+
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps=1e-8):
         self.params = list(params)
         self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
@@ -529,7 +533,7 @@ class LeanAdam:
         torch._foreach_addcmul_(self.exp_avg_sq, grads, grads, 1 - self.beta2)
         t = float(self.t)  # torch reads its float32 step counter back as a Python float
         step_size = (self.lr / (1 - self.beta1**t)) * -1
-        denom = torch._foreach_sqrt(self.exp_avg_sq)
+        denom = self.sqrt(self.exp_avg_sq)
         torch._foreach_div_(denom, (1 - self.beta2**t) ** 0.5)
         torch._foreach_add_(denom, self.eps)
         torch._foreach_addcdiv_(self.params, self.exp_avg, denom, step_size)
@@ -607,6 +611,22 @@ def mlp(inp: int, out: int, width: int, depth: int) -> nn.Sequential:
         layers += [nn.Linear(inp if i == 0 else width, width), nn.ReLU()]
     layers.append(nn.Linear(width, out))
     return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def rlkit_init_(net: nn.Sequential, last_w: float = 3e-3) -> nn.Sequential:
+    """rlkit's initialisation (the PEARL and FOCAL authors' ``Mlp``), in place: hidden weights
+    U(±1/√n) with n = the weight's *first* dimension (rlkit's ``fanin_init`` reads
+    ``size[0]``, the output width of a ``Linear``), hidden biases 0.1, the output layer's
+    weights and biases U(±``last_w``) (3e-3; the policies 1e-3)."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for m in linears[:-1]:
+        bound = 1.0 / math.sqrt(m.weight.shape[0])
+        m.weight.uniform_(-bound, bound)
+        m.bias.fill_(0.1)
+    linears[-1].weight.uniform_(-last_w, last_w)
+    linears[-1].bias.uniform_(-last_w, last_w)
+    return net
 
 
 def _acting_layers(net: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor] | None] | None:

@@ -12,14 +12,19 @@ Q(s,a,z) and V(s,z). Losses (oyster): Q to r·scale + γ(1−d)·V̄(s′,z) (th
 the Q loss, plus KL(q‖N(0,I))·0.1); V to min Q(s,π,z) − log π; π to log π − min Q, with oyster's
 small mean/log-σ penalties; V̄ is a Polyak copy of V.
 
-Deviations *(ours)*: the context for a task is the harness's inner batch (consecutive rows, like
-the test-time adaptation set) rather than oyster's separate encoder buffer of recent data.
+Contexts: the harness's inner batch drawn i.i.d. from each task's buffer (``inner_sampling =
+"iid"``), as oyster's non-recurrent encoder samples its context and as the test-time adaptation
+set is drawn; ``"window"`` gives consecutive rows instead.
+
+Deviations *(ours)*: the context comes from the task's whole offline buffer rather than oyster's
+separate encoder buffer of recent data (offline, there is no recent data).
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +64,8 @@ class PEARLConfig:
     inner_batch: PositiveInt = 64
     """context transitions per task: oyster's default 64; its per-env configs use 100 for
     cheetah-vel and walker, 256 for cheetah-dir and ant-dir (the suites set those)"""
+    inner_sampling: Literal["window", "iid"] = "iid"
+    """the context: i.i.d. rows of each task's buffer (oyster), or one window of consecutive rows"""
     outer_batch: PositiveInt = 256
     """SAC batch per task"""
 

@@ -18,18 +18,26 @@ Test time: the prompt is cut from the adaptation set (its last H rows: with
 demonstration); the policy rolls out with its own history of the last K steps across the
 episode, conditioned on a target return that falls by each reward received (``observe``).
 
+As the authors: training prompts are the last H steps of a randomly drawn episode of the task,
+a fresh one for every window (``inner_sampling = "episode_ends"``); the embedding LayerNorm
+normalises the window's tokens only; GPT-2's initialisation (weights N(0, 0.02), biases 0) and
+no dropout inside the feed-forward block (GPT-2 drops out after it; PyTorch's layer also inside).
+The state mean and std are those of every row of the train tasks' buffers (a dimension constant
+there is centred, not scaled), handed over by the harness before training, never test data.
+Under ``skip`` (rows ``skip`` environment steps apart, as the authors sub-sample), the rollout's
+history keeps every ``skip``-th step, so its windows are spaced as the training windows are.
+
 Deviations *(ours)*, each because the harness gives every algorithm the same data and nothing
 family-specific:
 
 - **target return and scale**: the authors set both per environment by hand (cheetah-vel 0 and
-  500, cheetah-dir 1500 and 1000, ant-dir 500 and 500); here the target is the best episode
-  return seen in training windows that start an episode (a running max over the train tasks'
-  data, the same role: "about the best the data shows") and the scale is the largest
-  |return-to-go| of the first batch; the state mean and std come from the first batch too (the
-  authors': all train and test data);
+  500, cheetah-dir 1500 and 1000, ant-dir 500 and 500). Here the adapted policy aims at the
+  best return-to-go its adaptation set shows (the largest R̂ of any of its rows: what the set
+  says the task allows, from rows every learner receives, fixed by the set alone), the prior
+  policy at the best episode return of the train data; the scale is the largest |R̂| of the
+  train data;
 - **batches**: 16 windows from each of ``tasks_per_batch`` = 5 train tasks per step (the
-  authors: 16 from every train task); the training prompt is the harness's inner batch (H
-  consecutive rows from a random start, the authors': the end of a random trajectory);
+  authors: 16 from every train task);
 - **prior policy**: a prompt of zeros; so that it is in-distribution, each training prompt is
   replaced by zeros with probability ``prompt_dropout`` = 0.1 (the authors have no prior);
 - with the default ``iid`` adaptation sets the prompt is H rows drawn i.i.d., not a trajectory
@@ -40,12 +48,13 @@ family-specific:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
-from algorithms.batch import MetaBatch, Transitions
+from algorithms.batch import MetaBatch, TrainStatistics, Transitions
 
 
 @dataclass(frozen=True)
@@ -65,12 +74,31 @@ class PromptDTConfig:
     prompt_dropout: float = 0.1
     """probability that a training prompt is replaced by zeros (the prior policy's prompt)"""
     tasks_per_batch: PositiveInt = 5
-    inner_batch: PositiveInt = 5
-    """the prompt: H consecutive steps of the task (prompt_length)"""
+    inner_batch: PositiveInt = 80
+    """the prompts of a task's windows: one of ``inner_segment`` steps per window (16 × 5)"""
+    inner_segment: PositiveInt = 5
+    """H, the prompt length: the last H steps of an episode (prompt_length)"""
+    inner_sampling: Literal["window", "iid", "episode_ends"] = "episode_ends"
+    """training prompts cut at episode ends, as the authors'"""
     outer_batch: PositiveInt = 320
     """16 training windows of K steps per task"""
     outer_segment: PositiveInt = 20
     """K, the context length: the outer batch is drawn as windows of this many steps"""
+
+
+def _gpt2_init(m: nn.Module) -> None:
+    """GPT-2's initialisation (the authors' transformer): weights N(0, 0.02), biases 0,
+    LayerNorms 1 and 0."""
+    if isinstance(m, nn.Linear | nn.Embedding):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.MultiheadAttention):
+        nn.init.normal_(m.in_proj_weight, 0.0, 0.02)
+        nn.init.zeros_(m.in_proj_bias)
 
 
 class PromptDecisionTransformer(nn.Module):
@@ -103,9 +131,12 @@ class PromptDecisionTransformer(nn.Module):
             norm_first=True,
         )
         self.blocks = nn.TransformerEncoder(layer, cfg.n_layer, enable_nested_tensor=False)
+        for block in self.blocks.layers:  # GPT-2 has no dropout between its two MLP layers
+            block.dropout = nn.Identity()
         self.final_ln = nn.LayerNorm(d)
         self.head = nn.Linear(d, act_dim)
         self.drop = nn.Dropout(cfg.dropout)
+        self.apply(_gpt2_init)
 
     def _tokens(self, emb: nn.ModuleDict, rtg, obs, act, timestep) -> torch.Tensor:
         """[B, L, …] → [B, 3L, d]: per step R̂, s, a, each plus its timestep embedding."""
@@ -118,8 +149,8 @@ class PromptDecisionTransformer(nn.Module):
         """prompt, window: (rtg, obs, act, timestep), each [B, L, …] → actions [B, L_window, act]
         predicted from the window's state tokens."""
         p = self._tokens(self.prompt_embed, *prompt)
-        w = self._tokens(self.embed, *window)
-        x = self.drop(self.embed_ln(torch.cat([p, w], 1)))
+        w = self.embed_ln(self._tokens(self.embed, *window))  # the authors: window tokens only
+        x = self.drop(torch.cat([p, w], 1))
         n = x.shape[1]
         causal = torch.triu(torch.full((n, n), float("-inf"), device=x.device), diagonal=1)
         h = self.final_ln(self.blocks(x, mask=causal, is_causal=True))
@@ -152,13 +183,16 @@ class _PromptedPolicy(Policy):
             "act": torch.zeros(B, 1, lrn.act_dim, device=obs.device),
             "timestep": torch.full((B, 1), float(self.t), device=obs.device),
         }
+        K, stride = lrn.config.outer_segment, int(lrn.row_stride)
         if self.hist is None:
             self.hist = step
-        else:
-            K = lrn.config.outer_segment
-            self.hist = {k: torch.cat([v, step[k]], 1)[:, -K:] for k, v in self.hist.items()}
+        else:  # the last (K − 1)·stride + 1 steps: enough for a window spaced as training's
+            keep = (K - 1) * stride + 1
+            self.hist = {k: torch.cat([v, step[k]], 1)[:, -keep:] for k, v in self.hist.items()}
+        n = self.hist["obs"].shape[1]
+        rows = torch.arange(n - 1, -1, -stride, device=obs.device).flip(0)  # …, t − s, t
         prompt = tuple(x.expand(B, *x.shape[1:]) for x in self.prompt)
-        window = (self.hist["rtg"], self.hist["obs"], self.hist["act"], self.hist["timestep"])
+        window = tuple(self.hist[k][:, rows] for k in ("rtg", "obs", "act", "timestep"))
         lrn.model.eval()
         action = lrn.model(prompt, window)[:, -1]
         self.hist["act"][:, -1] = action
@@ -182,11 +216,13 @@ class PromptDT(OfflineMetaLearner):
         self.opt = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.policy_lr, weight_decay=cfg.weight_decay, foreach=True
         )
-        # statistics of the data, set from the first batch (target: a running max)
+        # statistics of the train data (observe_train_data; else from the first batch)
         self.obs_mean = torch.zeros(obs_dim, device=dev)
         self.obs_std = torch.ones(obs_dim, device=dev)
         self.return_scale = torch.ones((), device=dev)
         self.target_return = torch.full((), float("-inf"), device=dev)
+        self.row_stride = torch.ones((), dtype=torch.long, device=dev)
+        self.has_statistics = torch.zeros((), dtype=torch.bool, device=dev)
 
     def normalise(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.obs_mean) / self.obs_std
@@ -199,12 +235,26 @@ class PromptDT(OfflineMetaLearner):
             tr.timestep,
         )
 
+    def observe_train_data(self, stats: TrainStatistics) -> None:
+        """The train tasks' state statistics, return scale, best episode return and row
+        stride, fixed for the whole of training."""
+        self.obs_mean.copy_(stats.obs_mean)
+        self.obs_std.copy_(stats.obs_std)
+        self.return_scale.fill_(max(stats.max_abs_return_to_go, 1e-6))
+        self.target_return.fill_(stats.best_episode_return)
+        self.row_stride.fill_(stats.row_stride)
+        self.has_statistics.fill_(True)
+
     def _observe_data(self, tr: Transitions) -> None:
-        """First batch: the state statistics and the return scale; every batch: the target."""
+        """Without the harness's statistics (a learner driven by hand): the first batch's, with
+        the same floor, and the best episode start seen so far as the target."""
+        if bool(self.has_statistics):
+            return
         if self.steps == 0:
             flat = tr.obs.reshape(-1, self.obs_dim)
+            std = flat.std(0)
             self.obs_mean.copy_(flat.mean(0))
-            self.obs_std.copy_(flat.std(0).clamp(min=1e-6))
+            self.obs_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
             self.return_scale.copy_(tr.return_to_go.abs().max().clamp(min=1e-6))
         starts = tr.return_to_go[tr.timestep == 0]
         seen = starts.max() if starts.numel() else tr.return_to_go.max()
@@ -217,9 +267,14 @@ class PromptDT(OfflineMetaLearner):
         T = batch.n_tasks
         n_win = batch.outer.reward.shape[1] // K
         window = batch.outer.map(lambda x: x.reshape(T * n_win, K, *x.shape[2:]))
-        prompt = batch.inner.map(
-            lambda x: x.repeat_interleave(n_win, 0)
-        )  # every window of a task gets that task's prompt
+        H = min(cfg.inner_segment, batch.inner.reward.shape[1])
+        n_prompts = batch.inner.reward.shape[1] // H
+        prompts = batch.inner.map(
+            lambda x: x[:, : n_prompts * H].reshape(T, n_prompts, H, *x.shape[2:])
+        )
+        # a fresh prompt of the same task for every window (cycled if the batch has fewer)
+        which = torch.arange(n_win, device=self.device) % n_prompts
+        prompt = prompts.map(lambda x: x[:, which].reshape(T * n_win, H, *x.shape[3:]))
         p = self._steps(prompt)
         keep = (torch.rand(T * n_win, 1, 1, device=self.device) >= cfg.prompt_dropout).float()
         p = tuple(x * keep.view(-1, *[1] * (x.dim() - 1)) for x in p)
@@ -246,15 +301,15 @@ class PromptDT(OfflineMetaLearner):
         }
 
     def _prompt_from(self, support: Transitions) -> tuple:
-        H = self.config.inner_batch
+        H = min(self.config.inner_segment, support.reward.shape[0])
         tail = support.to(self.device).map(lambda x: x[-H:].unsqueeze(0))
         return self._steps(tail)
 
     def target_for(self, support: Transitions) -> torch.Tensor:
-        """The return to aim for: the best episode return the adaptation set shows (its rows
-        at an episode's start), else the best seen in training."""
-        starts = support.return_to_go[support.timestep == 0].to(self.device)
-        return starts.max() if starts.numel() else self.trained_target()
+        """The return to aim for: the best return-to-go the adaptation set shows — fixed by
+        the set's rows alone (two sets whose best row is the same aim alike), never by whether
+        an episode's first row happened to be drawn."""
+        return support.return_to_go.to(self.device).max()
 
     def trained_target(self) -> torch.Tensor:
         """The best episode return seen in training; 0 before any (the untrained learner is
@@ -268,7 +323,7 @@ class PromptDT(OfflineMetaLearner):
 
     def prior_policy(self) -> Policy:
         """A prompt of zeros (what prompt dropout trains it on)."""
-        H, dev = self.config.inner_batch, self.device
+        H, dev = self.config.inner_segment, self.device
         zeros = (
             torch.zeros(1, H, device=dev),
             torch.zeros(1, H, self.obs_dim, device=dev),

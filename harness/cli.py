@@ -33,11 +33,48 @@ def _cmd_data_build(args) -> None:
 
 def _cmd_data_verify(args) -> None:
     from harness.collect.build import require_dataset
-    from harness.datasets import read_manifest
+    from harness.datasets import manifest_hash, read_manifest
 
+    if args.against is not None:
+        out = _check_against(args.family, args.budget, args.seed, args.root, args.against)
+        print(
+            f"ok: {args.family} ({args.budget}, seed {args.seed}) is the reference's dataset, "
+            f"byte for byte: identity {manifest_hash(out)[:16]}, "
+            f"{len(read_manifest(out)['files'])} task files as {args.against}"
+        )
+        return
     out = require_dataset(args.family, args.budget, args.seed, args.root)
     n = len(read_manifest(out)["files"])
     print(f"ok: {n} task files of {args.family} ({args.budget}) match their sha256 — {out}")
+
+
+def _reference_manifest(against: Path, family: str) -> tuple[Path, dict]:
+    """The reference manifest of ``family``: ``against`` itself (a .json) or
+    ``against/<family>.json`` (a folder of them, e.g. reports/reference/data)."""
+    path = against / f"{family}.json" if against.is_dir() else against
+    if not path.exists():
+        raise FileNotFoundError(f"no reference manifest for {family} at {path}")
+    return path, json.loads(path.read_text())
+
+
+def _check_against(family: str, budget: str, seed: int, root, against: Path) -> Path:
+    """The built dataset's folder if it is the reference's byte for byte; else a one-line error
+    naming what differs (the files first)."""
+    from harness.collect.build import dataset_dir
+    from harness.datasets import MANIFEST, DatasetError, differences_from
+
+    path, reference = _reference_manifest(Path(against), family)
+    out = dataset_dir(family, budget, seed, root)
+    if not (out / MANIFEST).exists():
+        raise DatasetError(
+            f"no {budget} dataset for {family} (seed {seed}) at {out}; build it with "
+            f"`python -m harness data build {family} --budget {budget} --seed {seed}`"
+        )
+    diff = differences_from(out, reference)
+    if diff:
+        shown = ", ".join(diff[:5]) + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
+        raise DatasetError(f"{family} ({budget}) is not the dataset of {path}: {shown}")
+    return out
 
 
 def _cmd_data_info(args) -> None:
@@ -240,6 +277,7 @@ def _cmd_run(args) -> None:
     from harness.plots import build_report
     from harness.runner import (
         check_run_folder,
+        load_final_draws,
         load_results,
         load_train_logs,
         run_dir,
@@ -258,6 +296,8 @@ def _cmd_run(args) -> None:
     print(f"suite {name}: {len(runs)} runs — {raw.get('description', '').strip()}")
     for fam, budget, dseed in sorted({(r.family, r.data_budget, r.data_seed) for r in runs}):
         build(fam, budget, dseed, args.root, workers=os.cpu_count() or 1, progress=not args.quiet)
+        if args.against is not None:  # refused before any run starts on foreign data
+            _check_against(fam, budget, dseed, args.root, args.against)
     write_plan(args.results, name, runs)
     steps = {i: run_state(run_dir(args.results, r), r.steps) for i, r in enumerate(runs)}
     at = {i: (r.steps if steps[i].status == "done" else steps[i].step) for i, r in enumerate(runs)}
@@ -314,6 +354,7 @@ def _cmd_run(args) -> None:
             args.reports / name,
             f"Suite: {name}",
             train=load_train_logs(args.results / name),
+            draws=load_final_draws(args.results / name),
         )
     except (FileNotFoundError, ValueError):
         if not counts.get("busy"):
@@ -407,11 +448,27 @@ def _cmd_evaluate(args) -> None:
         print(f"  {r['task']:>5} {r['pre_' + col]:10.2f} {r['post_' + col]:10.2f} {rnd:10.2f}")
     mean = sum(r["post_" + col] for r in rows) / len(rows)
     print(f"  mean adapted {col} over {len(rows)} test tasks: {mean:.2f}")
+    if args.draws:
+        from harness.datasets import manifest_hash
+        from harness.runner import COLUMNS, FINAL_DRAWS, final_draw_rows, write_rows_atomically
+
+        metric = "return" if family.score == "return" else "success"
+        best = {t: data.best_episode_score([t], metric) for t in test}
+        ecfg = EvalConfig(**{**cfg.eval, "final_draws": args.draws})
+        draws = final_draw_rows(
+            learner, family, data, cfg, ecfg, None, random, best, manifest_hash(data_dir)
+        )
+        write_rows_atomically(folder / FINAL_DRAWS, draws, ["draw", *COLUMNS])
+        mean = sum(r["post_" + col] for r in draws) / len(draws)
+        print(
+            f"  multi-draw final {col} ({args.draws} adaptation draws × {len(test)} tasks): "
+            f"{mean:.2f} → {folder / FINAL_DRAWS}"
+        )
 
 
 def _cmd_report(args) -> None:
     from harness.plots import build_report
-    from harness.runner import load_results, load_train_logs
+    from harness.runner import load_final_draws, load_results, load_train_logs
 
     dirs = [Path(d) for d in args.results_dir]
     missing = [str(d) for d in dirs if not d.is_dir()]
@@ -419,10 +476,54 @@ def _cmd_report(args) -> None:
         raise FileNotFoundError(f"no results folder {', '.join(missing)}")
     name = "+".join(d.name for d in dirs)
     out = args.out or Path("reports") / (dirs[0].name if len(dirs) == 1 else name)
+    rows = load_results(dirs)
+    if args.against is not None:
+        _refuse_foreign_runs(rows, args.against)
     build_report(
-        load_results(dirs), out, f"Suite: {name}", args.include_partial, load_train_logs(dirs)
+        rows,
+        out,
+        f"Suite: {name}",
+        args.include_partial,
+        load_train_logs(dirs),
+        load_final_draws(dirs),
     )
     print(f"report: {out / 'README.md'}")
+
+
+def _refuse_foreign_runs(rows, against: Path) -> None:
+    """One line naming the runs whose dataset is not the reference manifest's of their family."""
+    from harness.datasets import DatasetError, manifest_identity
+
+    foreign = []
+    for fam, g in rows.groupby("family"):
+        _, reference = _reference_manifest(Path(against), fam)
+        want = manifest_identity(reference)[:16]
+        bad = g[g["dataset_sha256"].astype(str) != want]
+        foreign += sorted({f"{r.algorithm} seed {r.seed} on {fam}" for r in bad.itertuples()})
+    if foreign:
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        shown = ", ".join(foreign[:5]) + more
+        raise DatasetError(f"{len(foreign)} run(s) were not made on the data of {against}: {shown}")
+
+
+def _cmd_plan(args) -> None:
+    from harness.aggregate import per_seed_curves, run_scores, to_markdown
+    from harness.power import describe, plan_table
+    from harness.runner import load_results
+
+    dirs = [Path(d) for d in args.results_dir]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"no results folder {', '.join(missing)}")
+    rows = load_results(dirs)
+    rows = rows[rows["finished"]] if "finished" in rows else rows
+    if rows.empty:
+        raise ValueError("no finished runs to plan from")
+    plan = plan_table(
+        run_scores(per_seed_curves(rows)), alpha=args.alpha, power=args.power, method=args.method
+    )
+    print(describe(args.method, args.alpha, args.power, max(1, len(plan))))
+    print(to_markdown(plan) if len(plan) else "No claim is answerable from these runs.")
 
 
 def _cmd_speed(args) -> None:
@@ -468,6 +569,14 @@ def make_parser() -> argparse.ArgumentParser:
         d.add_argument(
             "--root", type=Path, default=None, help="cache root (default $OMRL_DATA or ./data)"
         )
+        if name == "verify":
+            d.add_argument(
+                "--against",
+                type=Path,
+                default=None,
+                help="a reference manifest (e.g. reports/reference/data/FAMILY.json): say whether "
+                "this build is that dataset, byte for byte, and if not which files differ",
+            )
         if name == "build":
             d.add_argument("--workers", type=int, default=2, help="parallel processes")
             d.add_argument("--force", action="store_true", help="discard and rebuild")
@@ -511,6 +620,13 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, default=Path("results"))
     run.add_argument("--reports", type=Path, default=Path("reports"))
     run.add_argument("--root", type=Path, default=None, help="dataset cache root")
+    run.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="a folder of reference manifests (e.g. reports/reference/data): refuse to run on "
+        "data that is not those datasets, byte for byte",
+    )
     run.add_argument("--quiet", action="store_true")
     run.add_argument(
         "--dry-run",
@@ -534,6 +650,13 @@ def make_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="re-score a finished run's final.pt on its test tasks")
     ev.add_argument("run_dir", help="e.g. results/quick/runs/macaw__point-robot__seed0")
     ev.add_argument("--episodes", type=_positive, default=1)
+    ev.add_argument(
+        "--draws",
+        type=int,
+        default=0,
+        help="also score N independent adaptation draws per test task and write "
+        "final_draws.csv (the multi-draw final score the reports read)",
+    )
     ev.add_argument("--root", type=Path, default=None, help="dataset cache root")
     ev.set_defaults(fn=_cmd_evaluate)
 
@@ -543,11 +666,31 @@ def make_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--out", type=Path, default=None, help="default reports/<suite>")
     rep.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="a folder of reference manifests: refuse runs made on any other data",
+    )
+    rep.add_argument(
         "--include-partial",
         action="store_true",
         help="report unfinished runs' last evaluation as final (default: left out, listed)",
     )
     rep.set_defaults(fn=_cmd_report)
+
+    pl = sub.add_parser(
+        "plan", help="seeds per arm each claim needs for a given power, from a pilot's runs"
+    )
+    pl.add_argument("results_dir", nargs="+", help="e.g. results/reference")
+    pl.add_argument("--alpha", type=float, default=0.05, help="family-wise level (Holm)")
+    pl.add_argument("--power", type=float, default=0.8)
+    pl.add_argument(
+        "--method",
+        choices=["exact", "t"],
+        default="exact",
+        help="exact: simulate the exact Mann–Whitney test; t: two-sample t-test (statsmodels)",
+    )
+    pl.set_defaults(fn=_cmd_plan)
 
     sp = sub.add_parser("speed", help="speed report (curves, ratios) from a benchmark JSON file")
     sp.add_argument("bench_json", help="pytest-benchmark --benchmark-json output")

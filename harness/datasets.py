@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from algorithms.batch import MetaBatch, Transitions
+from algorithms.batch import MetaBatch, TrainStatistics, Transitions
 
 GAMMA = 0.99
 FORMAT_VERSION = 3  # 2: actions normalised to [-1, 1]; 3: reference returns, build record
@@ -216,15 +216,44 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def manifest_hash(directory: Path) -> str:
-    """The dataset's identity: sha256 of its manifest without the ``build`` record.
+def manifest_identity(manifest: dict[str, Any]) -> str:
+    """sha256 of what determines a dataset's bytes — format, family and split, generator (seed,
+    budget, numerics pin) and every file's checksum.
 
-    The build record (wall time, workers, training curves) differs between two builds of the
-    same seed; the data, split, generator and file checksums do not, and they are what is hashed.
-    """
-    manifest = read_manifest(directory)
-    manifest.pop("build", None)
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    Not hashed: the ``build`` record (wall time, workers, curves differ between two builds of
+    the same seed) and the package ``versions`` (a Python patch release changes no byte; the
+    versions that do, numpy's OpenBLAS, torch, MuJoCo, show in the files' checksums)."""
+    identity = {k: v for k, v in manifest.items() if k not in ("build", "versions")}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def manifest_hash(directory: Path) -> str:
+    """The dataset's identity (:func:`manifest_identity` of its manifest)."""
+    return manifest_identity(read_manifest(directory))
+
+
+def differences_from(directory: Path, reference: dict[str, Any]) -> list[str]:
+    """How a built dataset differs from a reference manifest, by what is on disk: each task file
+    whose bytes differ (hashed afresh, not read from the local manifest), is missing, or is not
+    in the reference, and each identity field (family, generator, format) that differs.
+    Empty: the same dataset, byte for byte."""
+    directory = Path(directory)
+    local = read_manifest(directory)
+    out = [
+        f"{key} differs"
+        for key in ("format_version", "family", "generator")
+        if local.get(key) != reference.get(key)
+    ]
+    ref_files, local_files = reference.get("files", {}), local.get("files", {})
+    for _, entry in sorted(ref_files.items(), key=lambda kv: int(kv[0])):
+        path = directory / entry["file"]
+        if not path.exists():
+            out.append(f"{entry['file']} missing")
+        elif sha256_file(path) != entry["sha256"]:
+            out.append(f"{entry['file']} differs")
+    extra = [t for t in local_files if t not in ref_files]
+    out += [f"{local_files[t]['file']} not in the reference" for t in extra]
+    return out
 
 
 def verify_file(directory: Path, entry: dict[str, Any]) -> Path:
@@ -312,6 +341,7 @@ class OfflineDataset:
     episode_successes: list[np.ndarray]
     manifest: dict[str, Any]
     manifest_sha256: str
+    skip: int = 1
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -377,6 +407,7 @@ class OfflineDataset:
             succs,
             manifest or {},
             manifest_sha256,
+            skip,
         )
 
     # -- access ------------------------------------------------------------------------------
@@ -393,6 +424,50 @@ class OfflineDataset:
             for k, v in self.data.items()
         }
         return Transitions(**fields)
+
+    def train_statistics(self, task_indices: list[int]) -> TrainStatistics:
+        """Statistics of the given (train) tasks' stored rows, for
+        ``OfflineMetaLearner.observe_train_data`` (float64 sums, so the order of tasks does not
+        matter to the digits that survive float32)."""
+        pos = [self.position(t) for t in task_indices]
+        rows = torch.cat(
+            [
+                torch.arange(int(self.offsets[p]), int(self.offsets[p] + self.lengths[p]))
+                for p in pos
+            ]
+        )
+        obs = self.data["obs"].index_select(0, rows).double()
+        std = obs.std(0)
+        std = torch.where(std > 1e-6, std, torch.ones_like(std))
+        rtg = self.data["return_to_go"].index_select(0, rows)
+        return TrainStatistics(
+            obs_mean=obs.mean(0).float(),
+            obs_std=std.float(),
+            max_abs_return_to_go=float(rtg.abs().max()),
+            best_episode_return=float(max(np.max(self.episode_returns[p]) for p in pos)),
+            row_stride=int(self.skip),
+        )
+
+    def sample_episode_ends(
+        self,
+        task_indices: list[int],
+        segments: int,
+        length: int,
+        generator: torch.Generator | None = None,
+    ) -> Transitions:
+        """``[tasks, segments · length]`` rows: per task, ``segments`` times the last ``length``
+        rows of a uniformly drawn episode (a shorter episode: its rows from the start, the last
+        one repeated)."""
+        per_task = []
+        for t in task_indices:
+            p = self.position(t)
+            starts = torch.as_tensor(self.episode_starts[p], dtype=torch.long)
+            ends = torch.cat([starts[1:], self.lengths[p : p + 1]]) - 1  # last row of each
+            pick = torch.randint(len(starts), (segments,), generator=generator)
+            first = torch.maximum(ends[pick] - length + 1, starts[pick])
+            steps = torch.minimum(first[:, None] + torch.arange(length), ends[pick, None])
+            per_task.append(self.offsets[p] + steps.reshape(-1))
+        return self._gather(torch.stack(per_task))
 
     def task_transitions(self, task_index: int) -> Transitions:
         p = self.position(task_index)
@@ -419,6 +494,23 @@ class OfflineDataset:
         pos = torch.tensor([self.position(t) for t in task_indices])
         u = torch.rand(len(task_indices), batch, generator=generator)
         rows = self.offsets[pos, None] + (u * self.lengths[pos, None]).long()
+        return self._gather(rows)
+
+    def sample_slice_uniform(
+        self,
+        task_indices: list[int],
+        batch: int,
+        generator: torch.Generator | None = None,
+        quality: Quality = "all",
+        fraction: float = 1.0 / 3.0,
+    ) -> Transitions:
+        """``[tasks, batch]`` rows drawn uniformly (with replacement) from a quality slice of
+        each task's buffer (the whole buffer by default)."""
+        pos = torch.tensor([self.position(t) for t in task_indices])
+        bounds = torch.tensor([self.slice_bounds(int(p), quality, fraction) for p in pos])
+        lo, n = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
+        u = torch.rand(len(task_indices), batch, generator=generator)
+        rows = self.offsets[pos, None] + lo[:, None] + (u * n[:, None]).long()
         return self._gather(rows)
 
     def sample_contiguous(
@@ -469,14 +561,27 @@ class OfflineDataset:
         inner_quality: Quality = "all",
         inner_fraction: float = 1.0 / 3.0,
         outer_segment: int = 1,
+        inner_sampling: str = "window",
+        inner_segment: int = 1,
     ) -> MetaBatch:
-        """Inner = consecutive rows (from a quality slice, for the quality ablations), outer =
-        uniform rows of the whole buffers of the same tasks (protocol §4) — or, for a learner
-        whose Config asks for ``outer_segment`` > 1 (a sequence model), ``outer_batch /
+        """Inner = consecutive rows (from a quality slice, for the quality ablations), or with
+        ``inner_sampling="iid"`` uniform rows of that slice (PEARL's and FOCAL's contexts), or
+        ``"episode_ends"`` the ends of whole episodes (Prompt-DT's prompts);
+        outer = uniform rows of the whole buffers of the same tasks (protocol §4) — or, for a
+        learner whose Config asks for ``outer_segment`` > 1 (a sequence model), ``outer_batch /
         outer_segment`` runs of that many consecutive rows."""
-        inner = self.sample_contiguous(
-            task_indices, inner_batch, generator, inner_quality, inner_fraction
-        )
+        if inner_sampling == "episode_ends":
+            inner = self.sample_episode_ends(
+                task_indices, max(1, inner_batch // inner_segment), inner_segment, generator
+            )
+        elif inner_sampling == "iid":
+            inner = self.sample_slice_uniform(
+                task_indices, inner_batch, generator, inner_quality, inner_fraction
+            )
+        else:
+            inner = self.sample_contiguous(
+                task_indices, inner_batch, generator, inner_quality, inner_fraction
+            )
         if outer_segment == 1:
             outer = self.sample_uniform(task_indices, outer_batch, generator)
         else:
@@ -496,12 +601,15 @@ class OfflineDataset:
         sampling: Sampling = "iid",
         step: int = 0,
         family: str = "",
+        draw: int = 0,
     ) -> Transitions:
         """The adaptation set of a test task: identical for every algorithm.
 
         ``iid`` (default, as the authors' code): ``n_transitions`` rows drawn afresh, i.i.d.,
         at every evaluation, seeded by (family, seed, task, evaluation step); ``window``: one
-        fixed block of consecutive rows per (seed, task), reused at every evaluation. With
+        fixed block of consecutive rows per (seed, task), reused at every evaluation. ``draw``
+        > 0: another independent i.i.d. set of the same evaluation step (the multi-draw final
+        score; draw 0 is the curve's own). With
         ``n_trajectories``, that many whole episodes instead (redrawn per step under ``iid``).
         Everything comes from a quality slice of the buffer.
         """
@@ -514,7 +622,8 @@ class OfflineDataset:
         if sampling == "window":
             g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(task_index))
         else:
-            key = f"{family}|{int(seed)}|{int(task_index)}|{int(step)}".encode()
+            key = f"{family}|{int(seed)}|{int(task_index)}|{int(step)}"
+            key = (key + (f"|draw{int(draw)}" if draw else "")).encode()
             g = torch.Generator().manual_seed(int(hashlib.sha256(key).hexdigest()[:15], 16))
         base = int(self.offsets[pos])
         if n_trajectories is not None:

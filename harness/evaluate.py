@@ -38,6 +38,11 @@ class EvalConfig:
     adapt_sampling: Literal["iid", "window"] = "iid"
     """iid: fresh i.i.d. rows at every evaluation (as the authors'); window: one fixed block of
     consecutive rows per (seed, task)"""
+    final_draws: Annotated[int, Interval(ge=0)] = 5
+    """after the last step, evaluate the final learner on this many more independent
+    adaptation draws per test task (each its own seeded i.i.d. set and episode starts,
+    identical across algorithms): the multi-draw final score, a robustness column beside the
+    run score (0: none)"""
     adapt_together: bool = False
     """adapt with ``adapt_all``: products fused across tasks where a learner batches its
     adaptation (MACAW, Meta-BC, MT+FT), faster still, but a task's adapted policy then equals
@@ -197,6 +202,7 @@ def evaluate(
     cfg: EvalConfig,
     envs: dict[tuple[int, str], Any] | None = None,
     step: int = 0,
+    draw: int = 0,
 ) -> list[dict[str, Any]]:
     """One evaluation point: a row per test task with pre/post-adaptation return and success.
 
@@ -206,6 +212,8 @@ def evaluate(
     ``cfg.adapt_together`` ``adapt_all``, faster and equal up to float rounding. Every test
     task's prior and adapted policies roll out together (:func:`rollout_batch`);
     ``envs`` (from :func:`make_eval_envs`) are reused across evaluation points when given.
+    ``draw`` > 0: another independent adaptation set and episode start per task (the
+    multi-draw final score); 0, the curve's own.
     """
     tasks = list(family.test_indices)
     own = envs is None
@@ -223,6 +231,7 @@ def evaluate(
             sampling=cfg.adapt_sampling,
             step=step,
             family=family.name,
+            draw=draw,
         )
     sets = [supports[t] for t in tasks]
     call = "adapt_all" if cfg.adapt_together else "adapt_each"
@@ -249,7 +258,8 @@ def evaluate(
             [envs[(t, kind)] for t, kind, _ in entries],
             _policy_batch([p for _, _, p in entries], learner.name),
             cfg.episodes,
-            [10_000 + seed * 100 + t for t, _, _ in entries],  # same starts for every algorithm
+            # the same starts for every algorithm; another start per draw
+            [10_000 + seed * 100 + t + 100_000 * draw for t, _, _ in entries],
             family.score,
             learner.device,
             learner.name,

@@ -3,7 +3,7 @@
 * ``curves``: the paper's Figure 3 — one panel per family, score vs meta-training steps on a log
   x-axis, one line per algorithm, smoothed (running mean over up to 20 evaluation points, at
   most a tenth of them), band = ± one standard error over seeds;
-* ``final``: final score per family and algorithm with 95% bootstrap CIs of the IQM over seeds;
+* ``final``: run score per family and algorithm, mean over seeds with its 95 % t-interval;
 * ``aggregate``: IQM and mean of normalised scores over all families, with 95% CIs;
 * ``profile``: performance profile of normalised scores.
 Each is written as PNG and PDF.
@@ -21,15 +21,17 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.aggregate import (  # noqa: E402
+    LAST_K,
     RUN_KEYS,
     aggregate_table,
-    final_scores,
     per_seed_curves,
     performance_profile,
     results_table,
+    run_scores,
     to_markdown,
 )
-from harness.findings import findings_table  # noqa: E402
+from harness.findings import ALPHA, findings_table  # noqa: E402
+from harness.power import describe, plan_table  # noqa: E402
 
 PAPER_LEVELS = Path(__file__).parent / "paper_levels.toml"
 
@@ -92,16 +94,16 @@ def plot_final(table: pd.DataFrame, out: Path) -> None:
     for ax, fam in zip(axes[0], fams):
         sub = table[table["family"] == fam].set_index("algorithm").reindex(algos)
         x = np.arange(len(algos))
-        err = np.vstack([sub["iqm"] - sub["iqm_ci_low"], sub["iqm_ci_high"] - sub["iqm"]])
+        err = np.vstack([sub["mean"] - sub["ci_low"], sub["ci_high"] - sub["mean"]])
         ax.bar(
             x,
-            sub["iqm"],
+            sub["mean"],
             yerr=np.nan_to_num(err),
             capsize=3,
             color=[_color(a, i) for i, a in enumerate(algos)],
         )
         ax.set_xticks(x, algos, rotation=30, fontsize=8)
-        ax.set_title(f"{fam}: final (IQM, 95% CI)", fontsize=9)
+        ax.set_title(f"{fam}: run score (mean, 95% t-CI)", fontsize=9)
     _save(fig, out, "final")
 
 
@@ -167,13 +169,15 @@ def build_report(
     title: str,
     include_partial: bool = False,
     train: pd.DataFrame | None = None,
+    draws: pd.DataFrame | None = None,
 ) -> Path:
     """Figures, tables (CSV + markdown) and a README.md embedding them, under ``out``.
 
     Runs without ``done.json`` (column ``finished``) are drawn in the curves but left out of
-    the final-score tables and the findings unless ``include_partial``; the README lists them.
+    the score tables and the findings unless ``include_partial``; the README lists them.
     ``train``: the runs' training logs (:func:`harness.runner.load_train_logs`), drawn as loss
-    curves when given.
+    curves when given; ``draws``: their multi-draw final rows
+    (:func:`harness.runner.load_final_draws`), a robustness column when given.
     """
     out.mkdir(parents=True, exist_ok=True)
     curves = per_seed_curves(rows)
@@ -181,7 +185,7 @@ def build_report(
         rows = rows.assign(finished=True)
     status = rows.groupby(RUN_KEYS)[["finished", "step"]].agg({"finished": "all", "step": "max"})
     partial = status[~status["finished"]].reset_index()
-    final = final_scores(curves)
+    final = run_scores(curves, draws=draws)
     if not include_partial and len(partial):
         keep = final.merge(status.reset_index()[[*RUN_KEYS, "finished"]], on=RUN_KEYS)
         final = keep[keep["finished"]].drop(columns="finished").reset_index(drop=True)
@@ -193,7 +197,10 @@ def build_report(
     table = results_table(final)
     agg = aggregate_table(final)
     findings = findings_table(final)
+    plan = plan_table(final)
+    final.to_csv(out / "runs.csv", index=False)
     findings.to_csv(out / "findings.csv", index=False)
+    plan.to_csv(out / "plan.csv", index=False)
     table.to_csv(out / "results.csv", index=False)
     agg.to_csv(out / "aggregate.csv", index=False)
     curves.to_csv(out / "curves.csv", index=False)
@@ -203,21 +210,31 @@ def build_report(
     plot_profile(final, out)
     has_training = train is not None and plot_training(train, out)
     n_runs = final.groupby(["algorithm", "family", "seed"]).ngroups
+    points = sorted(final["points"].unique())
+    n_tests = int(findings["p"].notna().sum())
+    notes = out / "NOTES.md"  # kept by hand (a campaign log, data notes): survives rebuilds
     text = [
         f"# {title}",
         "",
+        *([notes.read_text().strip(), ""] if notes.exists() else []),
         f"{n_runs} runs: {', '.join(sorted(final['algorithm'].unique()))} on "
         f"{', '.join(sorted(final['family'].unique()))}, seeds "
         f"{', '.join(str(s) for s in sorted(final['seed'].unique()))}. Every algorithm of a "
         "family adapted on byte-identical adaptation sets (sha256 in the metric rows).",
         "",
-        "Scores: return (or Meta-World success rate) after adaptation, mean over test tasks. "
-        "Normalised: 0 = uniform random policy, 1 = best behaviour episodes of the test tasks' "
-        "data. IQM = interquartile mean over seeds; CI = 95% stratified bootstrap.",
+        "**Run score**: the return (or Meta-World success rate) after adaptation, mean over "
+        f"test tasks, averaged over the run's last {'/'.join(map(str, points))} evaluation "
+        f"points after step 0 (the last {LAST_K}, or the last half of a shorter curve): one "
+        "point is one episode per task after one adaptation draw, too noisy to score a run "
+        "alone. `final_point`: the last point alone; `multi_draw` (where recorded): the "
+        "final learner over several independent adaptation draws. Normalised: 0 = uniform "
+        "random policy (one score per family), 1 = best behaviour episodes of the test tasks' "
+        "data. Per family: mean ± SE over seeds with a 95 % t-interval; across families: IQM "
+        "and mean with 95 % stratified-bootstrap CIs (50 000 resamples).",
         "",
         "![learning curves](curves.png)",
         "",
-        "## Final performance",
+        "## Run scores",
         "",
         to_markdown(table),
         "",
@@ -231,12 +248,24 @@ def build_report(
         "",
         "![performance profile](profile.png)",
         "",
-        "## The paper's claims, from these results",
+        "## The claims, from these results",
         "",
-        "P(X > Y): probability that a run of X ends above a run of Y (ties half), with a 95% "
-        "stratified-bootstrap CI; *holds* / *fails* when the CI lies wholly on one side of 0.5.",
+        f"Each (claim, family) row: a two-sided exact Mann–Whitney test of the two arms' "
+        f"normalised run scores (an exact permutation test of the same statistic where scores "
+        f"tie), Holm-adjusted over the {n_tests} rows below. *holds* / *fails*: adjusted p ≤ "
+        f"{ALPHA:g} with the effect on / against the claimed side; *too few runs*: even a "
+        "complete separation could not reach the level Holm needs here; *inconclusive*: it "
+        "could have, and did not. A claim over several families holds only where every "
+        "family's row holds (its `all N` row). A `≥` claim is a non-inferiority test with the "
+        "margin shown. P(X > Y) and its bootstrap CI are the effect size, not the rule.",
         "",
-        to_markdown(findings) if len(findings) else "No claim of the paper is answerable here.",
+        to_markdown(findings) if len(findings) else "No claim is answerable here.",
+        "",
+        "## Seeds each claim needs",
+        "",
+        describe("exact", ALPHA, 0.8, max(1, n_tests)),
+        "",
+        to_markdown(plan) if len(plan) else "No claim is answerable here.",
         "",
     ]
     if has_training:

@@ -8,6 +8,8 @@ A run lives in ``<results>/<suite>/runs/<algorithm>__<family>__seed<k>/``:
 * ``checkpoint.pt`` — learner, optimizers, RNG states, step and the number of rows of both CSVs,
   written atomically after the rows it covers (at every evaluation, and when asked to stop);
 * ``final.pt`` — the trained learner, kept after the run (``python -m harness evaluate``);
+* ``final_draws.csv`` — the final learner on ``final_draws`` more adaptation draws per test task
+  (the multi-draw final score), written once training is done;
 * ``done.json`` — written last; ``error.txt`` — the one-line error of a failed attempt;
 * ``.lock`` — held while a process executes the run: a second process skips it (:class:`RunBusy`).
 
@@ -35,7 +37,15 @@ import torch
 from annotated_types import Interval
 from filelock import FileLock, Timeout
 
-from algorithms.base import PositiveInt, learner_class, make_config, outer_segment
+from algorithms.base import (
+    PositiveInt,
+    inner_sampling,
+    inner_segment,
+    learner_class,
+    make_config,
+    outer_segment,
+    pick_tasks,
+)
 from envs import make_family
 from harness.collect.build import require_dataset
 from harness.datasets import OfflineDataset, manifest_hash
@@ -304,6 +314,7 @@ def _execute_locked(
     lcfg = make_config(cls, cfg.learner)
     ecfg = EvalConfig(**cfg.eval)
     learner = cls(family.obs_dim, family.act_dim, len(train), lcfg, cfg.device, seed=cfg.seed)
+    learner.observe_train_data(data.train_statistics(train))  # train tasks only, never test
     gen = torch.Generator().manual_seed(cfg.seed)
 
     metrics_path, ckpt_path = out / "metrics.csv", out / "checkpoint.pt"
@@ -338,7 +349,6 @@ def _execute_locked(
     metric = "return" if family.score == "return" else "success"
     best = {t: data.best_episode_score([t], metric) for t in test}
     envs = make_eval_envs(family, test)
-    k = lcfg.tasks_per_batch
     bar = None
     if progress:
         from tqdm import tqdm
@@ -395,7 +405,7 @@ def _execute_locked(
     if step == 0 and n_rows == 0:  # the start of every curve: the untrained learner
         evaluate_and_checkpoint()
     while step < cfg.steps:
-        pick = torch.randperm(len(train), generator=gen)[:k].tolist()
+        pick = pick_tasks(lcfg, len(train), gen)
         batch = data.meta_batch(
             [train[i] for i in pick],
             pick,
@@ -405,6 +415,8 @@ def _execute_locked(
             inner_quality=cfg.inner_quality,
             inner_fraction=cfg.inner_fraction,
             outer_segment=outer_segment(lcfg),
+            inner_sampling=inner_sampling(lcfg),
+            inner_segment=inner_segment(lcfg),
         )
         try:
             train_metrics = learner.train_step(batch)  # moves the batch to the learner's device
@@ -434,6 +446,9 @@ def _execute_locked(
         if _STOP.is_set() and step < cfg.steps:
             _close(bar, envs, writer)
             raise RunInterrupted(out, step)
+    if step >= cfg.steps and ecfg.final_draws:
+        draws = final_draw_rows(learner, family, data, cfg, ecfg, envs, random, best, dataset_sha)
+        write_rows_atomically(out / FINAL_DRAWS, draws, ["draw", *COLUMNS])
     _close(bar, envs, writer)
     if step >= cfg.steps:
         if keep_final:
@@ -453,6 +468,55 @@ def _close(bar, envs, writer) -> None:
         env.close()
     if writer is not None:
         writer.close()
+
+
+FINAL_DRAWS = "final_draws.csv"
+
+
+def final_draw_rows(learner, family, data, cfg, ecfg, envs, random, best, dataset_sha):
+    """The finished learner scored on draws 1..``final_draws``: per draw and test task, a fresh
+    i.i.d. adaptation set and episode start, the same for every algorithm (draw 0 is the last
+    point of the curve)."""
+    rows = []
+    for d in range(1, ecfg.final_draws + 1):
+        for r in evaluate(learner, family, data, cfg.seed, ecfg, envs, step=cfg.steps, draw=d):
+            t = r["task"]
+            r.update(
+                draw=d,
+                suite=cfg.suite,
+                algorithm=cfg.label or learner.name,
+                family=cfg.family,
+                seed=cfg.seed,
+                step=cfg.steps,
+                wall_time=0.0,
+                random_return=random[t][0],
+                random_success=random[t][1],
+                behaviour_best=best[t],
+                dataset_sha256=dataset_sha[:16],
+            )
+            rows.append(r)
+    return rows
+
+
+def write_rows_atomically(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A whole CSV at once (temporary file, then rename): it is there complete or not at all."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def load_final_draws(results_suite_dir):
+    """The ``final_draws.csv`` rows of a suite's finished runs (empty when none recorded them)."""
+    import pandas as pd
+
+    dirs = [results_suite_dir] if isinstance(results_suite_dir, str | Path) else results_suite_dir
+    paths = sorted(p for d in dirs for p in Path(d).glob(f"runs/*/{FINAL_DRAWS}"))
+    if not paths:
+        return pd.DataFrame()
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
 
 
 def load_results(results_suite_dir):

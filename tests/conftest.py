@@ -1,3 +1,7 @@
+# first: the data numerics pin (harness/numerics.py) must precede numpy's and torch's loading
+import harness  # noqa: F401
+
+# isort: split
 import os
 import sys
 import warnings

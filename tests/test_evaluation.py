@@ -6,7 +6,14 @@ import pandas as pd
 import pytest
 import torch
 
-from algorithms import Policy, PolicyBatch, learner_class, make_config, outer_segment
+from algorithms import (
+    Policy,
+    PolicyBatch,
+    inner_sampling,
+    learner_class,
+    make_config,
+    outer_segment,
+)
 from algorithms.networks import MetaMLP, NetState, RowLayer, StatePolicy
 from envs import make_family
 from harness.collect.build import build, dataset_dir
@@ -40,7 +47,15 @@ def _trained(name: str, family, ds: OfflineDataset):
         pick = list(range(cfg.tasks_per_batch))
         tasks = [train[i % len(train)] for i in pick]
         inner, outer = min(cfg.inner_batch, 64), min(cfg.outer_batch, 64)
-        batch = ds.meta_batch(tasks, pick, inner, outer, gen, outer_segment=outer_segment(cfg))
+        batch = ds.meta_batch(
+            tasks,
+            pick,
+            inner,
+            outer,
+            gen,
+            outer_segment=outer_segment(cfg),
+            inner_sampling=inner_sampling(cfg),
+        )
         learner.train_step(batch)
     return learner
 

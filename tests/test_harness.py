@@ -1,5 +1,6 @@
 """The suite runner: resume after kill -9, bad input, plug-in learners, executors, reports."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.aggregate import iqm, stratified_bootstrap_ci
+from harness.aggregate import iqm, per_seed_curves, run_scores, stratified_bootstrap_ci
 from harness.cli import main
 from harness.collect.build import build, dataset_dir
 from harness.executors import run_all
-from harness.runner import RunConfig, execute_run, load_results, run_dir
+from harness.runner import RunConfig, execute_run, load_final_draws, load_results, run_dir
 from tests.conftest import ROOT
 
 TINY_RUN = {"data_budget": "tiny", "steps": 12, "eval_every": 4}
@@ -318,6 +319,26 @@ def test_every_algorithm_adapts_on_identical_data(tmp_path, data_root):
         lambda g: tuple(g.sort_values("task")["adaptation_sha256"]), include_groups=False
     )
     assert per_algo.nunique() == 1 and rows["dataset_sha256"].nunique() == 1
+
+
+def test_finished_runs_record_the_multi_draw_final_score_on_shared_fresh_draws(tmp_path, data_root):
+    runs = [dataclasses.replace(r, eval={"final_draws": 3}) for r in macaw_and_mt_ft_runs(seed=3)]
+    run_all(runs, tmp_path, data_root, executor="inprocess")
+    draws = pd.concat(
+        pd.read_csv(run_dir(tmp_path, r) / "final_draws.csv").assign(algorithm=r.algorithm)
+        for r in runs
+    )
+    assert sorted(draws["draw"].unique()) == [1, 2, 3] and (draws["step"] == 2).all()
+    sets = draws.groupby("algorithm").apply(
+        lambda g: tuple(g.sort_values(["draw", "task"])["adaptation_sha256"]), include_groups=False
+    )
+    assert sets.nunique() == 1  # every algorithm adapts on the same draws
+    curve = load_results(tmp_path / "s")
+    last = set(curve.loc[curve["step"] == 2, "adaptation_sha256"])
+    per_task = draws[draws["algorithm"] == "macaw"].groupby("task")["adaptation_sha256"]
+    assert (per_task.nunique() == 3).all() and not last & set(draws["adaptation_sha256"])
+    final = run_scores(per_seed_curves(curve), draws=load_final_draws(tmp_path / "s"))
+    assert final["multi_draw"].notna().all() and (final["draws"] == 3).all()
 
 
 def test_ray_executor_gives_the_local_executors_results(tmp_path, data_root):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms import learner_class, make_config, outer_segment
+from algorithms import inner_sampling, learner_class, make_config, outer_segment
 from tests.pointdata import evaluate, make_dataset, random_return, support_set
 
 CASES = {
@@ -103,6 +103,7 @@ def test_adapted_policy_beats_unadapted_and_random(name, problem):
             cfg.outer_batch,
             g,
             outer_segment=outer_segment(cfg),
+            inner_sampling=inner_sampling(cfg),
         )
         learner.train_step(batch)
     post = np.mean([evaluate(learner.adapt(support_set(ds, t)), goals[t]) for t in test])

@@ -35,11 +35,12 @@ def test_focal_encoder_learns_from_the_metric_loss_only():
     assert any(not torch.equal(a, b) for a, b in zip(policy_before, learner.policy.parameters()))
 
 
-def test_focal_divergence_penalty_enters_the_value_target_only_with_brac():
+def test_focal_divergence_penalty_enters_the_value_target_only_with_brac_and_the_penalty():
     cls = learner_class("focal")
     losses = {}
     for brac in (True, False):
-        learner = cls(7, 3, 6, make_config(cls, {**SMALL_FOCAL, "use_brac": brac}), seed=0)
+        over = {**SMALL_FOCAL, "use_brac": brac, "use_value_penalty": True}
+        learner = cls(7, 3, 6, make_config(cls, over), seed=0)
         losses[brac] = learner.train_step(synthetic_meta_batch(3, 8, 256, 7, 3))["train/q_loss"]
     assert losses[True] != losses[False]
 

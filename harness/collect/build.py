@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from envs import make_family
+from harness import numerics
 from harness.collect.sac import SACBudget, SACConfig, collect_conditioned_chunk, collect_sac_chunk
 from harness.collect.scripted import ScriptedBudget, collect_scripted_chunk
 from harness.datasets import (
@@ -91,7 +92,7 @@ SAC_BUDGETS: dict[str, dict[str, SACBudget]] = {
         "default": _cond(25000, 20),
     },
     "cheetah-dir": {
-        "small": _cond(6000, 1),
+        "small": _cond(16000, 1, _FAST),
         "default": _cond(80000, 1, _FAST),
     },
     "walker-params": {
@@ -151,6 +152,7 @@ def generator_config(family, budget: Budget, seed: int) -> dict[str, Any]:
         "budget": fields,
         "seed": seed,
         "format_version": FORMAT_VERSION,
+        "numerics": numerics.record(),  # the bytes depend on it: part of the cache key
     }
 
 
@@ -335,6 +337,7 @@ def build(
         force: discard an existing dataset and rebuild.
         stop_after_chunks: stop after this many new chunks (for testing interruption).
     """
+    numerics.check()  # one line naming what contradicts the pin, before anything is written
     family = make_family(family_name)
     b = budget_for(family, budget)
     out = dataset_dir(family_name, budget, seed, root)

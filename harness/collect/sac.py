@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.networks import LeanAdam, soft_update_, tanh_gaussian_sample
+from algorithms.networks import soft_update_
+from harness.collect.portable import (
+    PortableAdam,
+    PortableBaddbmm,
+    portable_exp,
+    portable_tanh,
+    tanh_gaussian_sample,
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class StackedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [members, batch, in]
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(b, x, w)
+            x = PortableBaddbmm.apply(b, x, w)
             if i < last:
                 x = F.relu(x)
         return x
@@ -83,9 +90,9 @@ class BatchedSAC:
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.full((n_tasks,), math.log(cfg.init_alpha), requires_grad=True)
         self.target_entropy = -float(act_dim)
-        self.actor_opt = LeanAdam(self.actor.parameters(), lr=cfg.lr)
-        self.critic_opt = LeanAdam(self.critic.parameters(), lr=cfg.lr)
-        self.alpha_opt = LeanAdam([self.log_alpha], lr=cfg.lr)
+        self.actor_opt = PortableAdam(self.actor.parameters(), lr=cfg.lr)
+        self.critic_opt = PortableAdam(self.critic.parameters(), lr=cfg.lr)
+        self.alpha_opt = PortableAdam([self.log_alpha], lr=cfg.lr)
 
     # -- policy ---------------------------------------------------------------------------------
     def _pi(self, obs: torch.Tensor, deterministic: bool = False):
@@ -93,7 +100,7 @@ class BatchedSAC:
         mu, log_std = self.actor(obs).chunk(2, dim=-1)
         log_std = log_std.clamp(self.cfg.log_std_min, self.cfg.log_std_max)
         if deterministic:
-            return torch.tanh(mu), None
+            return portable_tanh(mu), None
         return tanh_gaussian_sample(mu, log_std)
 
     @torch.no_grad()
@@ -111,7 +118,7 @@ class BatchedSAC:
     def update(self, obs, act, rew, next_obs, done) -> dict[str, float]:
         """One SAC step for every task. Shapes: [n, B, ·]; actions already scaled to [-1, 1]."""
         cfg = self.cfg
-        alpha = self.log_alpha.exp().detach()[:, None]  # [n, 1]
+        alpha = portable_exp(self.log_alpha).detach()[:, None]  # [n, 1]
         with torch.no_grad():
             a2, logp2 = self._pi(next_obs)
             q_next = self._q(self.critic_target, next_obs, a2).min(0).values - alpha * logp2
@@ -168,15 +175,15 @@ class ConditionedSAC:
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor([math.log(cfg.init_alpha)], requires_grad=True)
         self.target_entropy = -float(act_dim)
-        self.actor_opt = LeanAdam(self.actor.parameters(), lr=cfg.lr)
-        self.critic_opt = LeanAdam(self.critic.parameters(), lr=cfg.lr)
-        self.alpha_opt = LeanAdam([self.log_alpha], lr=cfg.lr)
+        self.actor_opt = PortableAdam(self.actor.parameters(), lr=cfg.lr)
+        self.critic_opt = PortableAdam(self.critic.parameters(), lr=cfg.lr)
+        self.alpha_opt = PortableAdam([self.log_alpha], lr=cfg.lr)
 
     def _pi(self, x: torch.Tensor, deterministic: bool = False):
         mu, log_std = self.actor(x.unsqueeze(0)).squeeze(0).chunk(2, dim=-1)
         log_std = log_std.clamp(self.cfg.log_std_min, self.cfg.log_std_max)
         if deterministic:
-            return torch.tanh(mu), None
+            return portable_tanh(mu), None
         return tanh_gaussian_sample(mu, log_std)
 
     def _q(self, net: StackedMLP, x: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -191,7 +198,7 @@ class ConditionedSAC:
     def update(self, x, act, rew, next_x, done) -> dict[str, float]:
         """One SAC step on a batch of rows of many tasks ([B, ·]; x = obs ‖ task features)."""
         cfg = self.cfg
-        alpha = self.log_alpha.exp().detach()
+        alpha = portable_exp(self.log_alpha).detach()
         with torch.no_grad():
             a2, logp2 = self._pi(next_x)
             q_next = self._q(self.critic_target, next_x, a2).min(0).values - alpha * logp2
