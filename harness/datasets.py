@@ -496,6 +496,12 @@ class OfflineDataset:
         rows = self.offsets[pos, None] + (u * self.lengths[pos, None]).long()
         return self._gather(rows)
 
+    def _slices(self, task_indices: list[int], quality: Quality, fraction: float):
+        """Per task: its position, and the first row and length of its quality slice."""
+        pos = torch.tensor([self.position(t) for t in task_indices])
+        bounds = torch.tensor([self.slice_bounds(int(p), quality, fraction) for p in pos])
+        return pos, bounds[:, 0], bounds[:, 1] - bounds[:, 0]
+
     def sample_slice_uniform(
         self,
         task_indices: list[int],
@@ -506,9 +512,7 @@ class OfflineDataset:
     ) -> Transitions:
         """``[tasks, batch]`` rows drawn uniformly (with replacement) from a quality slice of
         each task's buffer (the whole buffer by default)."""
-        pos = torch.tensor([self.position(t) for t in task_indices])
-        bounds = torch.tensor([self.slice_bounds(int(p), quality, fraction) for p in pos])
-        lo, n = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
+        pos, lo, n = self._slices(task_indices, quality, fraction)
         u = torch.rand(len(task_indices), batch, generator=generator)
         rows = self.offsets[pos, None] + lo[:, None] + (u * n[:, None]).long()
         return self._gather(rows)
@@ -523,9 +527,7 @@ class OfflineDataset:
     ) -> Transitions:
         """``[tasks, batch]`` consecutive rows from a random start in each task (protocol §4),
         within a quality slice of each buffer (the whole buffer by default)."""
-        pos = torch.tensor([self.position(t) for t in task_indices])
-        bounds = torch.tensor([self.slice_bounds(int(p), quality, fraction) for p in pos])
-        lo, n = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
+        pos, lo, n = self._slices(task_indices, quality, fraction)
         span = (n - batch + 1).clamp(min=1)
         start = lo + (torch.rand(len(task_indices), generator=generator) * span).long()
         steps = torch.arange(batch).remainder(n[:, None])
