@@ -374,8 +374,10 @@ def learner_class(spec: str) -> type[OfflineMetaLearner]:
         module_name, _, attr = spec.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ValueError(f"cannot import learner module {module_name!r}: {e}") from e
+        except Exception as e:  # a missing module, or a class refused at its definition
+            raise ValueError(
+                f"cannot import learner module {module_name!r}: {type(e).__name__}: {e}"
+            ) from e
         cls = getattr(module, attr, None)
         if not (isinstance(cls, type) and issubclass(cls, OfflineMetaLearner)):
             raise ValueError(f"{spec!r} is not an OfflineMetaLearner subclass")

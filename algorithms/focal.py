@@ -65,13 +65,8 @@ import torch.nn.functional as F
 
 from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
-from algorithms.networks import (
-    LatentPolicy,
-    mlp,
-    rlkit_init_,
-    soft_update_,
-    tanh_gaussian_sample,
-)
+from algorithms.networks import mlp, rlkit_init_, soft_update_, tanh_gaussian_sample
+from algorithms.policies import LatentPolicy
 
 EPS = 1e-8
 

@@ -35,12 +35,12 @@ from algorithms.batch import MetaBatch, Transitions, batch_part
 from algorithms.networks import (
     MetaMLP,
     NetState,
-    StatePolicy,
     awr_weights,
     gaussian_log_prob,
     inner_grads,
     inverse_softplus,
 )
+from algorithms.policies import StatePolicy
 
 
 @dataclass(frozen=True)

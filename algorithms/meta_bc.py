@@ -17,14 +17,8 @@ import torch.nn.functional as F
 
 from algorithms.base import Policy, PositiveFloat, PositiveInt, StackedAdaptLearner
 from algorithms.batch import MetaBatch, Transitions, batch_part
-from algorithms.networks import (
-    MetaMLP,
-    NetState,
-    StatePolicy,
-    gaussian_log_prob,
-    inner_grads,
-    inverse_softplus,
-)
+from algorithms.networks import MetaMLP, NetState, gaussian_log_prob, inner_grads, inverse_softplus
+from algorithms.policies import StatePolicy
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,9 @@ import torch
 
 from algorithms.base import Policy, PositiveFloat, PositiveInt, StackedAdaptLearner
 from algorithms.batch import MetaBatch, Transitions
-from algorithms.networks import (
-    BTState,
-    LeanAdam,
-    MetaMLP,
-    NetState,
-    StatePolicy,
-    awr_weights,
-    gaussian_log_prob,
-)
+from algorithms.networks import BTState, MetaMLP, NetState, awr_weights, gaussian_log_prob
+from algorithms.optim import LeanAdam
+from algorithms.policies import StatePolicy
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from torch import nn
 
 from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
 from algorithms.batch import MetaBatch, Transitions
-from algorithms.networks import LatentPolicy, soft_update_, tanh_gaussian_sample
+from algorithms.networks import soft_update_, tanh_gaussian_sample
+from algorithms.policies import LatentPolicy
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,17 @@ def check_policy_actions(name: str, policy: Any, obs: torch.Tensor, act_dim: int
             f"learner {name}: adapt returned {type(policy).__name__}, not a Policy "
             "(subclass algorithms.base.Policy and implement act)"
         )
-    a = policy(obs)
+    if "act" in vars(policy):
+        raise ValueError(
+            f"learner {name}: its policy ({type(policy).__name__}) sets an attribute named "
+            "'act', which hides the act method the harness calls; rename the attribute"
+        )
+    try:
+        a = policy(obs)
+    except Exception as e:
+        raise ValueError(
+            f"learner {name}: the policy's act raised {type(e).__name__}: {e}"
+        ) from None
     if not isinstance(a, torch.Tensor) or tuple(a.shape) != (obs.shape[0], act_dim):
         shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
         raise ValueError(
@@ -101,7 +111,21 @@ def _losses(metrics: Any, cls) -> dict[str, float]:
 def check_learner(
     cls: type[OfflineMetaLearner], config: dict[str, Any] | None = None, device: str = "cpu"
 ) -> None:
-    """Run every conformance check on ``cls`` (small ``config`` overrides keep it fast)."""
+    """Run every conformance check on ``cls`` (small ``config`` overrides keep it fast).
+
+    An exception raised inside the learner or its policies becomes one line naming the contract
+    point being checked and the exception, not a traceback from the kit's insides."""
+    point = ["config"]
+    try:
+        _check_points(cls, config, device, point)
+    except ConformanceError:
+        raise
+    except Exception as e:
+        raise _fail(cls, point[0], f"{type(e).__name__}: {e}") from None
+
+
+def _check_points(cls, config: dict[str, Any] | None, device: str, point: list[str]) -> None:
+    """The checks in order; ``point[0]`` names the one in progress."""
     # 1. config
     if not (isinstance(cls, type) and issubclass(cls, OfflineMetaLearner)):
         raise ConformanceError(f"{cls!r} is not a subclass of OfflineMetaLearner")
@@ -131,9 +155,11 @@ def check_learner(
         except ValueError as e:
             raise _fail(cls, "adapt", f"{when}: {e}") from None
 
+    point[0] = "adapt"
     # 3a. the harness scores the untrained learner first (step 0 of every curve)
     check_acting(make(), "before any train_step")
 
+    point[0] = "step"
     # 2. step
     learner = make()
     batch = _batch(cfg, seed=1)
@@ -146,9 +172,11 @@ def check_learner(
     if learner.steps != 1:
         raise _fail(cls, "step", "train_step must count steps (do not override it)")
 
+    point[0] = "adapt"
     # 3. adapt, after a step
     check_acting(learner, "after a train_step")
 
+    point[0] = "seeding"
     # 4. seeding (before the round trip: unseeded randomness would fail that too)
     torch.manual_seed(6)
     one = _losses(make(seed=7).train_step(batch), cls)
@@ -157,6 +185,7 @@ def check_learner(
     if one != two:
         raise _fail(cls, "seeding", "two learners of the same seed gave different losses")
 
+    point[0] = "round trip"
     # 5. round trip: a restored learner continues exactly as the original
     restored = make(seed=123)
     restored.load_state_dict(learner.state_dict())
@@ -178,6 +207,7 @@ def check_learner(
     if not torch.equal(pa, pb):
         raise _fail(cls, "round trip", "a restored learner acts differently after adapt")
 
+    point[0] = "device"
     # 6. device
     want = torch.device(device)
     for k, v in vars(learner).items():
@@ -189,6 +219,7 @@ def check_learner(
             if t.device.type != want.type:
                 raise _fail(cls, "device", f"{k} lives on {t.device}, not {want}")
 
+    point[0] = "batch"
     # 7. batch: the evaluator's one forward for all test tasks must not change a single action
     policies = [
         learner.adapt(support.to(device)),
@@ -216,6 +247,7 @@ def check_learner(
                 "alone: a batched forward must give each row the same bits",
             )
 
+    point[0] = "adapt_all"
     # 8. adapt_all: one policy per set, each as adapt of that set gives, up to float rounding;
     # 9. adapt_each: the same, bit for bit
     sets = [
@@ -226,6 +258,7 @@ def check_learner(
     sets = [s.to(device) for s in sets]
     alone = [learner.adapt(s) for s in sets]
     for call, tolerance in (("adapt_all", 1e-4), ("adapt_each", 0.0)):
+        point[0] = call
         _check_adapting_many(cls, call, getattr(learner, call)(sets), alone, obs, tolerance)
 
 

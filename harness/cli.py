@@ -553,6 +553,9 @@ def _cmd_list(args) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
+    p.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (default: one line)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="build, inspect and verify offline datasets")
@@ -715,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.fn(args)
     except (DatasetError, ValueError, FileNotFoundError, RuntimeError) as e:
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -47,7 +47,7 @@ class EvalConfig:
     """adapt with ``adapt_all``: products fused across tasks where a learner batches its
     adaptation (MACAW, Meta-BC, MT+FT), faster still, but a task's adapted policy then equals
     its own adaptation's only up to float rounding, which contact-rich dynamics can grow into a
-    visible return difference (README, "Algorithms"). Off: ``adapt_each``, every task's numbers
+    visible return difference (docs/algorithms.md). Off: ``adapt_each``, every task's numbers
     exactly as if it were adapted alone, so they depend on that task alone."""
 
 

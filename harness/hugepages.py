@@ -5,7 +5,7 @@ moments (~80 MB) through memory several times, plus hundreds of short-lived acti
 With 4 KiB pages that is ~20 000 TLB entries per pass, and on a virtual machine every TLB miss is a
 two-level page walk; freed tensors above glibc's mmap threshold are also returned to the kernel and
 page-faulted in again on the next step. Measured on the 2-core CI machine class: the MACAW step
-is ~5 % faster with the heap on huge pages and kept (README, "Speed").
+is ~5 % faster with the heap on huge pages and kept (docs/speed.md).
 
 What it does, once per process: keeps tensors up to 64 MB on the heap and freed heap memory in
 the process (``mallopt``), grows the heap once by ``reserve_mb`` of *virtual* memory (only

@@ -277,141 +277,168 @@ def execute_run(
         ) from None
     try:
         (out / "error.txt").unlink(missing_ok=True)
-        return _execute_locked(
-            cfg,
-            out,
-            data_root,
-            progress,
-            stop_after_evals,
-            on_step,
-            log_every,
-            tensorboard,
-            keep_final,
-        )
+        watch = _Watch(progress, on_step, log_every, tensorboard)
+        return _execute_locked(cfg, out, data_root, watch, stop_after_evals, keep_final)
     finally:
         lock.release()
 
 
+@dataclass(frozen=True)
+class _Watch:
+    """How a run is watched — never what it computes."""
+
+    progress: bool = False
+    on_step: Callable[[int], None] | None = None
+    log_every: int = 10
+    tensorboard: bool = False
+
+
 def _execute_locked(
-    cfg, out, data_root, progress, stop_after_evals, on_step, log_every, tensorboard, keep_final
+    cfg: RunConfig,
+    out: Path,
+    data_root: Path | None,
+    watch: _Watch,
+    stop_after_evals: int | None,
+    keep_final: bool,
 ) -> Path:
-    family = make_family(cfg.family)
-    data_dir = require_dataset(cfg.family, cfg.data_budget, cfg.data_seed, data_root)
-    dataset_sha = manifest_hash(data_dir)
-    if (out / "done.json").exists():
-        done = json.loads((out / "done.json").read_text())
-        if done.get("dataset_sha256") != dataset_sha:
-            raise RunError(
-                f"{out} finished on dataset {str(done.get('dataset_sha256'))[:12]}… "
-                f"but {data_dir} now holds {dataset_sha[:12]}…; results from "
-                "different data are not comparable — use another results folder"
-            )
+    """The protocol of one run, phase by phase: prepare (or see it is finished), resume from
+    the checkpoint, score the untrained learner, then train a segment and evaluate until the
+    step budget; finish by scoring the final learner on more draws and marking it done."""
+    run = _RunLoop.prepare(cfg, out, data_root, watch)
+    if run is None:  # finished before, on this very dataset
         return out
-    train = select_train_tasks(family.train_indices, cfg.train_tasks)
-    test = family.test_indices
-    data = OfflineDataset.load(data_dir, tasks=sorted(set(train) | set(test)), skip=cfg.skip)
-    cls = learner_class(cfg.algorithm)
-    lcfg = make_config(cls, cfg.learner)
-    ecfg = EvalConfig(**cfg.eval)
-    learner = cls(family.obs_dim, family.act_dim, len(train), lcfg, cfg.device, seed=cfg.seed)
-    learner.observe_train_data(data.train_statistics(train))  # train tasks only, never test
-    gen = torch.Generator().manual_seed(cfg.seed)
+    try:
+        run.resume()
+        if run.step == 0 and run.n_rows == 0:  # the start of every curve: the untrained learner
+            run.evaluate_and_checkpoint()
+        evals_done = 0
+        while run.step < cfg.steps:
+            run.train_segment()  # up to the next evaluation step, the last step, or a stop
+            if run.at_evaluation_step():
+                run.evaluate_and_checkpoint()
+                evals_done += 1
+                if stop_after_evals is not None and evals_done >= stop_after_evals:
+                    break
+            elif _STOP.is_set():
+                run.checkpoint()
+            if _STOP.is_set() and run.step < cfg.steps:
+                raise RunInterrupted(out, run.step)
+        if run.step >= cfg.steps:
+            run.finish(keep_final)
+    finally:
+        run.close()
+    return out
 
-    metrics_path, ckpt_path = out / "metrics.csv", out / "checkpoint.pt"
-    train_path = out / "train.csv"
-    step, n_rows, n_train, wall = 0, 0, 0, 0.0
-    if ckpt_path.exists():
-        try:
-            ckpt = torch.load(ckpt_path, weights_only=True)
-        except Exception as e:  # a torn or foreign file
-            raise RunError(f"{ckpt_path}: unreadable checkpoint ({e}); delete it to restart") from e
-        if ckpt.get("config_digest") != cfg.digest():
-            raise RunError(
-                f"{ckpt_path} was written by a different run config; delete it or "
-                "use another results folder"
-            )
-        learner.load_state_dict(ckpt["learner"])
-        gen.set_state(ckpt["generator"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        step, n_rows, wall = ckpt["step"], ckpt["rows"], ckpt["wall_time"]
-        n_train = ckpt.get("train_rows", 0)
-    _truncate_rows(metrics_path, n_rows)
-    _truncate_rows(train_path, n_train)
-    writer = None
-    if tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step drops events a killed attempt wrote after the checkpoint
-        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None)
-    pending: list[dict[str, Any]] = []  # train rows not yet on disk
+class _RunLoop:
+    """The state of one executing run and its phases, each one screen long."""
 
-    random = random_scores(family, test, ecfg.episodes, cfg.seed)
-    metric = "return" if family.score == "return" else "success"
-    best = {t: data.best_episode_score([t], metric) for t in test}
-    envs = make_eval_envs(family, test)
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    # -- prepare -----------------------------------------------------------------------------------
+    @classmethod
+    def prepare(
+        cls, cfg: RunConfig, out: Path, data_root: Path | None, watch: _Watch
+    ) -> _RunLoop | None:
+        """Load the family, the data and a fresh learner; ``None`` if the run is finished
+        (refused if it finished on other data)."""
+        data_dir = require_dataset(cfg.family, cfg.data_budget, cfg.data_seed, data_root)
+        dataset_sha = manifest_hash(data_dir)
+        if (out / "done.json").exists():
+            done = json.loads((out / "done.json").read_text())
+            if done.get("dataset_sha256") != dataset_sha:
+                raise RunError(
+                    f"{out} finished on dataset {str(done.get('dataset_sha256'))[:12]}… "
+                    f"but {data_dir} now holds {dataset_sha[:12]}…; results from "
+                    "different data are not comparable — use another results folder"
+                )
+            return None
+        return cls(cfg, out, data_dir, dataset_sha, watch)
 
-        bar = tqdm(total=cfg.steps, initial=step, desc=cfg.run_id, unit="step", leave=False)
-    t0 = time.perf_counter() - wall
-
-    def checkpoint() -> None:
-        """Append the pending training rows, then save what both CSVs' rows cover."""
-        nonlocal n_train
-        if pending:
-            names = sorted(k for k in pending[0] if k not in ("step", "wall_time"))
-            _append_rows(train_path, pending, ["step", "wall_time", *names])
-        n_train += len(pending)
-        pending.clear()
-        _atomic_torch_save(
-            {
-                "learner": learner.state_dict(),
-                "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "rows": n_rows,
-                "train_rows": n_train,
-                "wall_time": time.perf_counter() - t0,
-                "config_digest": cfg.digest(),
-            },
-            ckpt_path,
+    def __init__(
+        self, cfg: RunConfig, out: Path, data_dir: Path, dataset_sha: str, watch: _Watch
+    ) -> None:
+        self.cfg, self.out, self.watch, self.dataset_sha = cfg, out, watch, dataset_sha
+        self.family = family = make_family(cfg.family)
+        self.train = select_train_tasks(family.train_indices, cfg.train_tasks)
+        self.test = family.test_indices
+        tasks = sorted(set(self.train) | set(self.test))
+        self.data = OfflineDataset.load(data_dir, tasks=tasks, skip=cfg.skip)
+        self.cls = learner_class(cfg.algorithm)
+        self.lcfg = make_config(self.cls, cfg.learner)
+        self.ecfg = EvalConfig(**cfg.eval)
+        self.learner = self.cls(
+            family.obs_dim, family.act_dim, len(self.train), self.lcfg, cfg.device, seed=cfg.seed
         )
+        # train tasks only, never test data
+        self.learner.observe_train_data(self.data.train_statistics(self.train))
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.metrics_path, self.ckpt_path = out / "metrics.csv", out / "checkpoint.pt"
+        self.train_path = out / "train.csv"
+        self.step, self.n_rows, self.n_train, self.t0 = 0, 0, 0, time.perf_counter()
+        self.pending: list[dict[str, Any]] = []  # train rows not yet on disk
+        self.random = random_scores(family, self.test, self.ecfg.episodes, cfg.seed)
+        metric = "return" if family.score == "return" else "success"
+        self.best = {t: self.data.best_episode_score([t], metric) for t in self.test}
+        self.envs = make_eval_envs(family, self.test)
+        self.writer: Any = None
+        self.bar: Any = None
 
-    def evaluate_and_checkpoint() -> None:
-        """Score the learner at ``step``, append the rows, then checkpoint what they cover."""
-        nonlocal n_rows
-        rows = evaluate(learner, family, data, cfg.seed, ecfg, envs, step=step)
-        now = time.perf_counter() - t0
-        for r in rows:
-            t = r["task"]
-            r.update(
-                suite=cfg.suite,
-                algorithm=cfg.label or cls.name,
-                family=cfg.family,
-                seed=cfg.seed,
-                step=step,
-                wall_time=round(now, 3),
-                random_return=random[t][0],
-                random_success=random[t][1],
-                behaviour_best=best[t],
-                dataset_sha256=dataset_sha[:16],
+    # -- resume ------------------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Restore the checkpoint, if any, and cut both CSVs back to the rows it covers."""
+        cfg, wall = self.cfg, 0.0
+        if self.ckpt_path.exists():
+            try:
+                ckpt = torch.load(self.ckpt_path, weights_only=True)
+            except Exception as e:  # a torn or foreign file
+                raise RunError(
+                    f"{self.ckpt_path}: unreadable checkpoint ({e}); delete it to restart"
+                ) from e
+            if ckpt.get("config_digest") != cfg.digest():
+                raise RunError(
+                    f"{self.ckpt_path} was written by a different run config; delete it or "
+                    "use another results folder"
+                )
+            self.learner.load_state_dict(ckpt["learner"])
+            self.gen.set_state(ckpt["generator"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            self.step, self.n_rows, wall = ckpt["step"], ckpt["rows"], ckpt["wall_time"]
+            self.n_train = ckpt.get("train_rows", 0)
+        _truncate_rows(self.metrics_path, self.n_rows)
+        _truncate_rows(self.train_path, self.n_train)
+        if self.watch.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a killed attempt wrote after the checkpoint
+            purge = self.step + 1 if self.step else None
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=purge)
+        if self.watch.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=cfg.steps, initial=self.step, desc=cfg.run_id, unit="step", leave=False
             )
-        _append_rows(metrics_path, rows)
-        n_rows += len(rows)
-        checkpoint()
+        self.t0 = time.perf_counter() - wall
 
-    evals_done = 0
-    if step == 0 and n_rows == 0:  # the start of every curve: the untrained learner
-        evaluate_and_checkpoint()
-    while step < cfg.steps:
-        pick = pick_tasks(lcfg, len(train), gen)
-        batch = data.meta_batch(
+    # -- train a segment ---------------------------------------------------------------------------
+    def train_segment(self) -> None:
+        """Meta-train until an evaluation step, the last step, or a stop request."""
+        while True:
+            self._train_one_step()
+            if self.at_evaluation_step() or _STOP.is_set():
+                return
+
+    def at_evaluation_step(self) -> bool:
+        return self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps
+
+    def _train_one_step(self) -> None:
+        cfg, lcfg, train = self.cfg, self.lcfg, self.train
+        pick = pick_tasks(lcfg, len(train), self.gen)
+        batch = self.data.meta_batch(
             [train[i] for i in pick],
             pick,
             lcfg.inner_batch,
             lcfg.outer_batch,
-            gen,
+            self.gen,
             inner_quality=cfg.inner_quality,
             inner_fraction=cfg.inner_fraction,
             outer_segment=outer_segment(lcfg),
@@ -419,55 +446,100 @@ def _execute_locked(
             inner_segment=inner_segment(lcfg),
         )
         try:
-            train_metrics = learner.train_step(batch)  # moves the batch to the learner's device
+            train_metrics = self.learner.train_step(batch)  # moves the batch to its device
         except Exception as e:
             raise RunError(
-                f"learner {cls.name} failed in meta_train_step at step {step + 1}: "
+                f"learner {self.cls.name} failed in meta_train_step at step {self.step + 1}: "
                 f"{type(e).__name__}: {e}"
             ) from e
-        step += 1
-        if step % log_every == 0:
+        self.step += 1
+        step, watch = self.step, self.watch
+        if step % watch.log_every == 0:
             row = {n.removeprefix("train/"): float(v) for n, v in sorted(train_metrics.items())}
-            pending.append({"step": step, "wall_time": round(time.perf_counter() - t0, 3), **row})
-            if writer is not None:
+            wall = round(time.perf_counter() - self.t0, 3)
+            self.pending.append({"step": step, "wall_time": wall, **row})
+            if self.writer is not None:
                 for name, value in train_metrics.items():
-                    writer.add_scalar(name, float(value), step)
-        if bar is not None:
-            bar.update(1)
-        if on_step is not None:
-            on_step(step)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            evaluate_and_checkpoint()
-            evals_done += 1
-            if stop_after_evals is not None and evals_done >= stop_after_evals:
-                break
-        elif _STOP.is_set():
-            checkpoint()
-        if _STOP.is_set() and step < cfg.steps:
-            _close(bar, envs, writer)
-            raise RunInterrupted(out, step)
-    if step >= cfg.steps and ecfg.final_draws:
-        draws = final_draw_rows(learner, family, data, cfg, ecfg, envs, random, best, dataset_sha)
-        write_rows_atomically(out / FINAL_DRAWS, draws, ["draw", *COLUMNS])
-    _close(bar, envs, writer)
-    if step >= cfg.steps:
+                    self.writer.add_scalar(name, float(value), step)
+        if self.bar is not None:
+            self.bar.update(1)
+        if watch.on_step is not None:
+            watch.on_step(step)
+
+    # -- evaluate and checkpoint -------------------------------------------------------------------
+    def evaluate_and_checkpoint(self) -> None:
+        """Score the learner at this step, append the rows, then checkpoint what they cover."""
+        cfg, step = self.cfg, self.step
+        rows = evaluate(self.learner, self.family, self.data, cfg.seed, self.ecfg, self.envs, step)
+        now = time.perf_counter() - self.t0
+        for r in rows:
+            t = r["task"]
+            r.update(
+                suite=cfg.suite,
+                algorithm=cfg.label or self.cls.name,
+                family=cfg.family,
+                seed=cfg.seed,
+                step=step,
+                wall_time=round(now, 3),
+                random_return=self.random[t][0],
+                random_success=self.random[t][1],
+                behaviour_best=self.best[t],
+                dataset_sha256=self.dataset_sha[:16],
+            )
+        _append_rows(self.metrics_path, rows)
+        self.n_rows += len(rows)
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Append the pending training rows, then save what both CSVs' rows cover."""
+        if self.pending:
+            names = sorted(k for k in self.pending[0] if k not in ("step", "wall_time"))
+            _append_rows(self.train_path, self.pending, ["step", "wall_time", *names])
+        self.n_train += len(self.pending)
+        self.pending.clear()
+        state = {
+            "learner": self.learner.state_dict(),
+            "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "rows": self.n_rows,
+            "train_rows": self.n_train,
+            "wall_time": time.perf_counter() - self.t0,
+            "config_digest": self.cfg.digest(),
+        }
+        _atomic_torch_save(state, self.ckpt_path)
+
+    # -- finish ------------------------------------------------------------------------------------
+    def finish(self, keep_final: bool) -> None:
+        """Score the final learner on more adaptation draws, keep it, mark the run done."""
+        cfg, out = self.cfg, self.out
+        if self.ecfg.final_draws:
+            draws = final_draw_rows(
+                self.learner,
+                self.family,
+                self.data,
+                cfg,
+                self.ecfg,
+                self.envs,
+                self.random,
+                self.best,
+                self.dataset_sha,
+            )
+            write_rows_atomically(out / FINAL_DRAWS, draws, ["draw", *COLUMNS])
         if keep_final:
-            _atomic_torch_save(learner.state_dict(), out / "final.pt")
-        (out / "done.json").write_text(
-            json.dumps({"steps": step, "rows": n_rows, "dataset_sha256": dataset_sha}) + "\n"
-        )
+            _atomic_torch_save(self.learner.state_dict(), out / "final.pt")
+        done = {"steps": self.step, "rows": self.n_rows, "dataset_sha256": self.dataset_sha}
+        (out / "done.json").write_text(json.dumps(done) + "\n")
         if not cfg.keep_checkpoint:
-            ckpt_path.unlink(missing_ok=True)
-    return out
+            self.ckpt_path.unlink(missing_ok=True)
 
-
-def _close(bar, envs, writer) -> None:
-    if bar is not None:
-        bar.close()
-    for env in envs.values():
-        env.close()
-    if writer is not None:
-        writer.close()
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        for env in self.envs.values():
+            env.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 FINAL_DRAWS = "final_draws.csv"

@@ -190,6 +190,30 @@ class AdaptEachRounds(_Base):
         return [_Const(self.adapt(s).a * (1 + 2**-20)) for s in supports]
 
 
+class _ActAttribute(Policy):
+    """A natural newcomer mistake: the action stored under the method's name."""
+
+    def __init__(self, a):
+        self.act = a  # hides Policy.act
+
+    def act(self, obs):
+        return self.act.expand(obs.shape[0], -1)
+
+
+class PolicyWithActAttribute(_Base):
+    name = "kit-act-attribute"
+
+    def adapt(self, support):
+        return _ActAttribute(torch.zeros(1, self.act_dim))
+
+
+class PolicyRaises(_Base):
+    name = "kit-policy-raises"
+
+    def adapt(self, support):
+        return _Const(torch.zeros(1, 2 * self.act_dim, 5))  # expand to [B, act_dim] fails
+
+
 class AdaptAllDropsOne(_Base):
     name = "kit-adapt-all-short"
 
@@ -213,6 +237,8 @@ class AdaptAllDropsOne(_Base):
         (AdaptAllDrifts, "adapt_all", "policy 1 acts up to"),
         (AdaptAllDropsOne, "adapt_all", "expected a list of 3 policies, one per set"),
         (AdaptEachRounds, "adapt_each", "must come out bit for bit as adapted alone"),
+        (PolicyWithActAttribute, "adapt", "sets an attribute named 'act', which hides the act"),
+        (PolicyRaises, "adapt", "the policy's act raised RuntimeError"),
     ],
 )
 def test_the_kit_fails_a_broken_learner_with_one_line_naming_the_point(cls, point, words):
@@ -232,6 +258,45 @@ def test_a_config_without_the_batch_fields_is_refused_when_the_class_is_defined(
         class Missing(_Base):  # noqa: F841
             name = "kit-missing"
             Config = NoBatch
+
+
+NO_BATCH_PLUGIN = """
+from dataclasses import dataclass
+
+from algorithms import OfflineMetaLearner
+
+
+@dataclass(frozen=True)
+class NoBatchConfig:
+    width: int = 3
+
+
+class NoBatch(OfflineMetaLearner):
+    name = "plugin-no-batch"
+    Config = NoBatchConfig
+"""
+
+
+def test_a_plugin_whose_config_lacks_the_batch_fields_is_one_cli_line(tmp_path, data_root):
+    (tmp_path / "no_batch.py").write_text(NO_BATCH_PLUGIN)
+    suite = suite_file(
+        tmp_path,
+        """
+        algorithms = ["no_batch:NoBatch"]
+        families = ["point-robot"]
+        [run]
+        data_budget = "tiny"
+        steps = 2
+        eval_every = 2
+        """,
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    p = cli(*run_args(suite, tmp_path, data_root), env=env)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "cannot import learner module 'no_batch'" in p.stderr
+    assert "NoBatch.Config lacks tasks_per_batch, inner_batch, outer_batch" in p.stderr
+    debug = cli("--debug", *run_args(suite, tmp_path, data_root), env=env)
+    assert "Traceback" in debug.stderr  # the whole story, when asked for
 
 
 # -- the harness at run time ----------------------------------------------------------------------

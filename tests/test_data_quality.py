@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.networks import LeanAdam
+from algorithms.optim import LeanAdam
 from envs import make_family
 from harness.collect.build import build, reference_returns
 from harness.collect.sac import (

@@ -14,7 +14,8 @@ from algorithms import (
     make_config,
     outer_segment,
 )
-from algorithms.networks import MetaMLP, NetState, RowLayer, StatePolicy
+from algorithms.networks import MetaMLP, NetState, RowLayer
+from algorithms.policies import StatePolicy
 from envs import make_family
 from harness.collect.build import build, dataset_dir
 from harness.datasets import OfflineDataset

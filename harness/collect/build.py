@@ -50,7 +50,7 @@ def data_root() -> Path:
 
 # Behaviour agents: one task-conditioned SAC agent per chunk of tasks (see harness.collect.sac).
 # lr 1e-3 rather than SAC's 3e-4: on 20 cheetah-vel tasks, 25 000 joint steps (10.5 min on one
-# core) ended at a mean behaviour return of -50 with 1e-3 and -202 with 3e-4 (README, "Offline
+# core) ended at a mean behaviour return of -50 with 1e-3 and -202 with 3e-4 (docs/data.md, "Offline
 # data"). The first 10 % of each buffer's steps are uniform random actions.
 _COND = SACConfig(hidden=256, lr=1e-3, batch_size=256)
 _POINT = SACConfig(hidden=64, lr=1e-3, batch_size=256)
@@ -63,7 +63,7 @@ _POINT = SACConfig(hidden=64, lr=1e-3, batch_size=256)
 # 296 s — the target is −180 and the time is README command 1's. Ant's 25 tasks per agent need
 # width and batch: 100 000 steps of
 # 2 × 128 / 128 gave 205.3, of 2 × 256 / 128 299.0; 90 000 steps of 2 × 256 / 256 gave 404.0
-# in 1 630 s. README, "Offline data".
+# in 1 630 s. docs/data.md.
 _FAST = SACConfig(hidden=128, lr=1e-3, batch_size=128)
 _TINY = SACConfig(hidden=32, lr=1e-3, batch_size=64)
 

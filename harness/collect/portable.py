@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from algorithms.networks import LeanAdam
+from algorithms.optim import LeanAdam
 
 LOG2_E = 1.0 / math.log(2.0)
 LOG_2PI = math.log(2.0 * math.pi)
