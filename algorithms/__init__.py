@@ -2,6 +2,8 @@
 
 from algorithms.base import (
     OfflineMetaLearner,
+    OnlineConfig,
+    OnlineFinetuner,
     Policy,
     PolicyBatch,
     StackedAdaptLearner,
@@ -16,6 +18,8 @@ from algorithms.batch import MetaBatch, Transitions
 __all__ = [
     "MetaBatch",
     "OfflineMetaLearner",
+    "OnlineConfig",
+    "OnlineFinetuner",
     "Policy",
     "PolicyBatch",
     "StackedAdaptLearner",

@@ -17,6 +17,7 @@ import importlib
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 import pydantic
@@ -122,6 +123,45 @@ class Policy(ABC):
         action, as ``algorithms.networks.ACT_DTYPE`` says).
         """
         return PolicyBatch(policies)
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Online fine-tuning after offline adaptation (the MACAW paper's out-of-distribution
+    experiment, the authors' ``eval_macaw(ft="online")``): after each new online trajectory the
+    harness hands the whole buffer to :meth:`OnlineFinetuner.update`."""
+
+    burn_in: int = 25
+    """rounds that only collect (no gradient steps) before updates start"""
+    value_steps: int = 100
+    """value (critic) Adam steps per round"""
+    policy_steps: int = 200
+    """policy Adam steps per round"""
+    lr: float = 1e-5
+    """Adam learning rate of the fine-tuning steps"""
+    batch: int = 256
+    """rows per fine-tuning step, drawn from the buffer"""
+
+
+class OnlineFinetuner(ABC):
+    """One test task's policy, improved from online experience (optional for a learner).
+
+    The harness alternates: score :meth:`policy` deterministically, roll :meth:`explore` out
+    for one trajectory, append it to the task's buffer (the offline adaptation set first), and
+    call :meth:`update` with the buffer and the round's index. Online interaction happens only
+    here, at evaluation: meta-training stays offline."""
+
+    @abstractmethod
+    def policy(self) -> Policy:
+        """The current policy, scored with its mean actions."""
+
+    @abstractmethod
+    def explore(self) -> Policy:
+        """The policy that collects the next online trajectory (it may add noise)."""
+
+    @abstractmethod
+    def update(self, buffer: Transitions, round_index: int) -> dict[str, float]:
+        """Learn from ``buffer`` (every transition so far); metrics named ``online/…``."""
 
 
 class PolicyBatch:
@@ -255,6 +295,11 @@ class OfflineMetaLearner(ABC):
     def prior_policy(self) -> Policy:
         """The policy before any adaptation (for the pre-adaptation score). Optional."""
         raise NotImplementedError(f"{self.name} does not define a pre-adaptation policy")
+
+    def online_finetuner(self, support: Transitions, config: OnlineConfig) -> OnlineFinetuner:
+        """Adapt to ``support`` offline, then keep improving from online experience. Optional:
+        a learner without it is reported as "no online fine-tuning", never faked."""
+        raise NotImplementedError(f"{self.name} has no online fine-tuning")
 
     def observe_train_data(self, stats: TrainStatistics) -> None:  # noqa: B027 (an optional hook)
         """Called once before training with statistics of the train tasks' buffers (never test

@@ -30,17 +30,26 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from algorithms.base import Policy, PositiveFloat, PositiveInt, StackedAdaptLearner
+from algorithms.base import (
+    OnlineConfig,
+    OnlineFinetuner,
+    Policy,
+    PositiveFloat,
+    PositiveInt,
+    StackedAdaptLearner,
+)
 from algorithms.batch import MetaBatch, Transitions, batch_part
 from algorithms.networks import (
+    ACT_DTYPE,
     MetaMLP,
     NetState,
+    RowLayer,
     awr_weights,
     gaussian_log_prob,
     inner_grads,
     inverse_softplus,
 )
-from algorithms.policies import StatePolicy
+from algorithms.policies import NoisyPolicy, StatePolicy
 
 
 @dataclass(frozen=True)
@@ -267,3 +276,94 @@ class MACAW(StackedAdaptLearner):
     def prior_policy(self) -> Policy:
         with torch.no_grad():
             return StatePolicy(self.policy, self.policy.state(1).detach())
+
+    def online_finetuner(self, support: Transitions, config: OnlineConfig) -> OnlineFinetuner:
+        return MACAWOnline(self, support, config)
+
+
+class MACAWOnline(OnlineFinetuner):
+    """MACAW's online fine-tuning, as the authors' ``eval_macaw(ft="online")``: the offline
+    adaptation's value and policy weights become plain parameters; after the burn-in, every
+    round takes ``value_steps`` Adam steps of the value loss (to the Monte-Carlo return
+    bootstrapped past the episode's truncation with the round's frozen starting value, as
+    MACAW's outer value loss with its target; bootstrapping on the moving value diverged) and
+    ``policy_steps`` of the AWR loss on random batches of the buffer. Exploration adds the
+    policy's own Gaussian noise (``action_sigma``)."""
+
+    def __init__(self, learner: MACAW, support: Transitions, config: OnlineConfig) -> None:
+        self.learner, self.config = learner, config
+        steps = learner.config.test_inner_steps
+        tr = support.map(lambda x: x.unsqueeze(0)).to(learner.device)
+        with torch.enable_grad():
+            v_state, _, _ = learner._adapt_value(tr, steps, create_graph=False)
+            advs = learner._advantages(v_state, [batch_part(tr, steps, i) for i in range(steps)])
+            p_state, _, _ = learner._adapt_policy(tr, advs, create_graph=False)
+        self.v_state = _trainable(v_state, len(learner.value.trunk))
+        self.p_state = _trainable(p_state, len(learner.policy.trunk))
+        self.v_opt = torch.optim.Adam(_leaves(self.v_state), lr=config.lr)
+        self.p_opt = torch.optim.Adam(_leaves(self.p_state), lr=config.lr)
+        # seeded from the caller's RNG state: the harness seeds it per (run, task)
+        self.gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+
+    def policy(self) -> Policy:
+        return StatePolicy(self.learner.policy, _acting(self.p_state))
+
+    def explore(self) -> Policy:
+        seed = int(torch.randint(2**62, (1,), generator=self.gen))
+        return NoisyPolicy(self.policy(), self.learner.config.action_sigma, seed)
+
+    def update(self, buffer: Transitions, round_index: int) -> dict[str, float]:
+        if round_index < self.config.burn_in:
+            return {}
+        learner, cfg = self.learner, self.config
+        buf = buffer.to(learner.device)
+        v_loss = p_loss = torch.zeros(())
+        target = _acting(self.v_state, torch.float32)  # V̄: this round's starting value, frozen
+        for _ in range(cfg.value_steps):
+            b = self._batch(buf)
+            with torch.no_grad():
+                y = b.mc_return + b.terminal_discount * learner._v(target, b.terminal_obs)
+            v_loss = (learner._v(self.v_state, b.obs) - y).pow(2).mean()
+            self.v_opt.zero_grad()
+            v_loss.backward()
+            self.v_opt.step()
+        for _ in range(cfg.policy_steps):
+            b = self._batch(buf)
+            (adv,) = learner._advantages(self.v_state, [b])
+            awr, _, _ = learner._policy_terms(self.p_state, b, adv, head=False)
+            p_loss = awr.mean()
+            self.p_opt.zero_grad()
+            p_loss.backward()
+            self.p_opt.step()
+        return {"online/value_loss": v_loss.item(), "online/policy_loss": p_loss.item()}
+
+    def _batch(self, buf: Transitions) -> Transitions:
+        idx = torch.randint(len(buf), (self.config.batch,), generator=self.gen)
+        return buf.map(lambda x: x[idx.to(x.device)].unsqueeze(0))
+
+
+def _trainable(state: NetState, n_layers: int) -> NetState:
+    """The first ``n_layers`` layers' effective weights (the trunk) as float32 leaf tensors."""
+    rows = state.detach().frozen().layers[:n_layers]
+    return NetState(
+        [
+            RowLayer(
+                x.Wt.float().contiguous().requires_grad_(), x.b.float().clone().requires_grad_()
+            )
+            for x in rows
+        ]
+    )
+
+
+def _leaves(state: NetState) -> list[torch.Tensor]:
+    return [t for x in state.layers for t in (x.Wt, x.b)]
+
+
+def _acting(state: NetState, dtype: torch.dtype = ACT_DTYPE) -> NetState:
+    """A detached copy (for acting: in the acting precision)."""
+    return NetState(
+        [
+            RowLayer(x.Wt.detach().to(dtype, copy=True), x.b.detach().to(dtype, copy=True))
+            for x in state.layers
+        ]
+    )

@@ -30,7 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from algorithms.base import OfflineMetaLearner, Policy, PositiveFloat, PositiveInt
+from algorithms.base import (
+    OfflineMetaLearner,
+    OnlineConfig,
+    OnlineFinetuner,
+    Policy,
+    PositiveFloat,
+    PositiveInt,
+)
 from algorithms.batch import MetaBatch, Transitions
 from algorithms.networks import soft_update_, tanh_gaussian_sample
 from algorithms.policies import LatentPolicy
@@ -200,3 +207,35 @@ class OfflinePEARL(OfflineMetaLearner):
     def prior_policy(self) -> Policy:
         """Acts with the prior mean z = 0 (no context seen)."""
         return LatentPolicy(self.policy, torch.zeros(self.config.latent_size, device=self.device))
+
+    def online_finetuner(self, support: Transitions, config: OnlineConfig) -> OnlineFinetuner:
+        return PEARLOnline(self, support)
+
+
+class PEARLOnline(OnlineFinetuner):
+    """Offline PEARL online, as the MACAW paper compares it: no gradient steps; the posterior
+    over the task latent is recomputed from the whole buffer (the offline adaptation set and
+    every online transition) after each round, and exploration acts with a latent sampled from
+    the posterior (PEARL's posterior sampling)."""
+
+    def __init__(self, learner: OfflinePEARL, support: Transitions) -> None:
+        self.learner = learner
+        self.gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+        self._observe(support)
+
+    def _observe(self, context: Transitions) -> None:
+        with torch.no_grad():
+            tr = context.to(self.learner.device).map(lambda x: x.unsqueeze(0))
+            mu, var = self.learner.posterior(tr)
+        self.mu, self.var = mu[0], var[0]
+
+    def policy(self) -> Policy:
+        return LatentPolicy(self.learner.policy, self.mu)
+
+    def explore(self) -> Policy:
+        noise = torch.randn(self.mu.shape, generator=self.gen).to(self.mu.device)
+        return LatentPolicy(self.learner.policy, self.mu + self.var.sqrt() * noise)
+
+    def update(self, buffer: Transitions, round_index: int) -> dict[str, float]:
+        self._observe(buffer)
+        return {"online/z_var": self.var.mean().item()}

@@ -126,3 +126,23 @@ class _StateBatch(PolicyBatch):
         with torch.no_grad():
             x = self.first.inputs(obs.to(self.rows.layers[0].Wt)).unsqueeze(1)
             return torch.tanh(self.first.net.run(self.rows, x)[:, 0]).to(obs.dtype)
+
+
+class NoisyPolicy(Policy):
+    """A policy's actions plus Gaussian noise, clipped to [−1, 1]: online exploration. Its own
+    seeded generator, so a trajectory depends on the seed alone."""
+
+    def __init__(self, policy: Policy, sigma: float, seed: int):
+        self.policy, self.sigma = policy, sigma
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        a = self.policy.act(obs)
+        noise = torch.randn(a.shape, generator=self.gen, dtype=a.dtype)
+        return (a + self.sigma * noise.to(a.device)).clamp(-1.0, 1.0)
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def observe(self, reward: torch.Tensor) -> None:
+        self.policy.observe(reward)

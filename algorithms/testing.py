@@ -29,7 +29,11 @@ contract point. The checks, in order:
 8. **adapt_all** — adapting to several tasks in one call (how the evaluator adapts to all test
    tasks) returns one policy per set, each acting as ``adapt`` of its own set does, up to float
    rounding (actions within 1e-4);
-9. **adapt_each** — the evaluator's default call: the same, bit for bit (actions equal).
+9. **adapt_each** — the evaluator's default call: the same, bit for bit (actions equal);
+10. **online** — only for a learner that defines ``online_finetuner``: it returns an
+    :class:`~algorithms.base.OnlineFinetuner` whose ``policy`` and ``explore`` act within
+    [−1, 1], whose ``update`` returns finite floats named ``online/…``, and whose policy still
+    acts within [−1, 1] after an update.
 """
 
 from __future__ import annotations
@@ -39,7 +43,15 @@ from typing import Any
 
 import torch
 
-from algorithms.base import BATCH_FIELDS, OfflineMetaLearner, Policy, batch_of, make_config
+from algorithms.base import (
+    BATCH_FIELDS,
+    OfflineMetaLearner,
+    OnlineConfig,
+    OnlineFinetuner,
+    Policy,
+    batch_of,
+    make_config,
+)
 from algorithms.batch import MetaBatch, synthetic_meta_batch
 
 OBS, ACT, N_TRAIN = 7, 3, 6
@@ -260,6 +272,30 @@ def _check_points(cls, config: dict[str, Any] | None, device: str, point: list[s
     for call, tolerance in (("adapt_all", 1e-4), ("adapt_each", 0.0)):
         point[0] = call
         _check_adapting_many(cls, call, getattr(learner, call)(sets), alone, obs, tolerance)
+
+    # 10. online fine-tuning, where the learner offers it
+    if cls.online_finetuner is not OfflineMetaLearner.online_finetuner:
+        point[0] = "online"
+        _check_online(cls, learner, support.to(device), obs)
+
+
+def _check_online(cls, learner: OfflineMetaLearner, support, obs: torch.Tensor) -> None:
+    ocfg = OnlineConfig(burn_in=0, value_steps=2, policy_steps=2, lr=1e-3, batch=8)
+    ft = learner.online_finetuner(support, ocfg)
+    if not isinstance(ft, OnlineFinetuner):
+        raise _fail(cls, "online", f"online_finetuner returned {type(ft).__name__}")
+    try:
+        for policy in (ft.policy(), ft.explore()):
+            check_policy_actions(cls.__name__, policy, obs, ACT)
+        metrics = ft.update(support, 0)
+        if not isinstance(metrics, dict):
+            raise _fail(cls, "online", f"update returned {type(metrics).__name__}, not a dict")
+        for k, v in metrics.items():
+            if not (k.startswith("online/") and math.isfinite(float(v))):
+                raise _fail(cls, "online", f"update metric {k} = {v!r}: finite, 'online/…'")
+        check_policy_actions(cls.__name__, ft.policy(), obs, ACT)
+    except ValueError as e:
+        raise _fail(cls, "online", str(e)) from None
 
 
 def _check_adapting_many(cls, call, policies, alone, obs, tolerance: float) -> None:

@@ -45,6 +45,9 @@ class TaskFamily(ABC):
     score: Literal["return", "success"] = "return"
     #: which behaviour generator makes this family's offline data ("sac" or "scripted")
     collector: ClassVar[str] = "sac"
+    #: a re-split of another family's tasks (an out-of-distribution split) reads that family's
+    #: datasets: the same tasks, the same bytes; only which tasks train and which test differs
+    data_family: ClassVar[str | None] = None
 
     def __init__(self, tasks: list[Task], train_indices: list[int], test_indices: list[int]):
         overlap = set(train_indices) & set(test_indices)

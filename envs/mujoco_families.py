@@ -274,5 +274,23 @@ class WalkerParamsFamily(TaskFamily):
 
 register_family("cheetah-dir", CheetahDirFamily)
 register_family("cheetah-vel", CheetahVelFamily)
+
+
+class CheetahVelOODFamily(CheetahVelFamily):
+    """cheetah-vel's 40 velocities re-split as the MACAW paper's online fine-tuning experiment
+    (the authors' extrapolation config): train on tasks 0–25 (v ≤ 1.95), test on the
+    out-of-distribution tasks 27–39 (v 2.1–3.0), as their figure averages. Reads cheetah-vel's
+    datasets (the same tasks and bytes)."""
+
+    name = "cheetah-vel-ood"
+    data_family = "cheetah-vel"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_indices = list(range(26))
+        self.test_indices = list(range(27, 40))
+
+
+register_family("cheetah-vel-ood", CheetahVelOODFamily)
 register_family("ant-dir", AntDirFamily)
 register_family("walker-params", WalkerParamsFamily)

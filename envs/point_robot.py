@@ -68,3 +68,22 @@ class PointRobotFamily(TaskFamily):
 
 
 register_family("point-robot", PointRobotFamily)
+
+
+class PointRobotOODFamily(PointRobotFamily):
+    """point-robot's 100 goals re-split out of distribution: train on the goals with x < 0,
+    test on those with x > 0.5 — every test goal lies outside the train goals' half of the
+    square, so offline adaptation extrapolates and online experience has something to add.
+    Reads point-robot's datasets (the same tasks and bytes)."""
+
+    name = "point-robot-ood"
+    data_family = "point-robot"
+
+    def __init__(self) -> None:
+        super().__init__()
+        x = [t.params["goal"][0] for t in self.tasks]
+        self.train_indices = [i for i, v in enumerate(x) if v < 0.0]
+        self.test_indices = [i for i, v in enumerate(x) if v > 0.5]
+
+
+register_family("point-robot-ood", PointRobotOODFamily)

@@ -244,3 +244,20 @@ def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r) + " |" for r in fmt]
     return "\n".join(lines)
+
+
+ONLINE_LAST = 10
+
+
+def online_gains(online: pd.DataFrame, last: int = ONLINE_LAST) -> pd.DataFrame:
+    """Per run: what online fine-tuning added — per task, the mean return of the last ``last``
+    rounds minus the return at round 0 (after offline adaptation, before any online data),
+    normalised by the task's (best behaviour − random) range; mean over the run's tasks."""
+    rows = []
+    for key, g in online.groupby([*RUN_KEYS, "task"]):
+        g = g.sort_values("round")
+        span = float(g["behaviour_best"].iloc[0] - g["random_return"].iloc[0]) or 1.0
+        gain = (g["return"].iloc[-last:].mean() - g["return"].iloc[0]) / span
+        rows.append({**dict(zip([*RUN_KEYS, "task"], key, strict=True)), "online_gain": gain})
+    per_task = pd.DataFrame(rows)
+    return per_task.groupby(RUN_KEYS, as_index=False)["online_gain"].mean()

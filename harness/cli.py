@@ -197,6 +197,18 @@ def _csv(text: str | None) -> list[str] | None:
     return [x.strip() for x in text.split(",") if x.strip()] if text else None
 
 
+def _seeds(text: str) -> list[int]:
+    """``0,1,2`` or ``0..5`` (inclusive) or a mix; a typo is one line, not a traceback."""
+    seeds: list[int] = []
+    for part in _csv(text) or []:
+        lo, sep, hi = part.partition("..")
+        try:
+            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+        except ValueError:
+            raise ValueError(f"--seeds: {part!r} is not an integer or a range like 0..5") from None
+    return seeds
+
+
 def _measure_step_seconds(cfg, family) -> float:
     """Seconds per meta-step of ``cfg``'s learner, timed on a synthetic batch (1 thread)."""
     import time
@@ -278,6 +290,7 @@ def _cmd_run(args) -> None:
     from harness.runner import (
         check_run_folder,
         load_final_draws,
+        load_online,
         load_results,
         load_train_logs,
         run_dir,
@@ -286,7 +299,7 @@ def _cmd_run(args) -> None:
     )
     from harness.suite import load_suite
 
-    seeds = [int(x) for x in _csv(args.seeds)] if args.seeds else None
+    seeds = _seeds(args.seeds) if args.seeds else None
     name, runs, raw = load_suite(args.suite, _csv(args.algorithms), _csv(args.families), seeds)
     if args.dry_run:
         _dry_run(name, runs, args)
@@ -355,6 +368,7 @@ def _cmd_run(args) -> None:
             f"Suite: {name}",
             train=load_train_logs(args.results / name),
             draws=load_final_draws(args.results / name),
+            online=load_online(args.results / name),
         )
     except (FileNotFoundError, ValueError):
         if not counts.get("busy"):
@@ -468,7 +482,7 @@ def _cmd_evaluate(args) -> None:
 
 def _cmd_report(args) -> None:
     from harness.plots import build_report
-    from harness.runner import load_final_draws, load_results, load_train_logs
+    from harness.runner import load_final_draws, load_online, load_results, load_train_logs
 
     dirs = [Path(d) for d in args.results_dir]
     missing = [str(d) for d in dirs if not d.is_dir()]
@@ -486,6 +500,7 @@ def _cmd_report(args) -> None:
         args.include_partial,
         load_train_logs(dirs),
         load_final_draws(dirs),
+        load_online(dirs),
     )
     print(f"report: {out / 'README.md'}")
 
@@ -611,7 +626,9 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--suite", default="quick", help="suite name or path to a .toml file")
     run.add_argument("--algorithms", help="comma-separated; overrides the suite's")
     run.add_argument("--families", help="comma-separated; overrides the suite's")
-    run.add_argument("--seeds", help="comma-separated integers; overrides the suite's")
+    run.add_argument(
+        "--seeds", help="comma-separated integers or ranges (0,1,2 or 0..5); overrides the suite's"
+    )
     run.add_argument("--executor", default="local", help="local | inprocess | ray | slurm")
     run.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     run.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")

@@ -49,6 +49,19 @@ class EvalConfig:
     its own adaptation's only up to float rounding, which contact-rich dynamics can grow into a
     visible return difference (docs/algorithms.md). Off: ``adapt_each``, every task's numbers
     exactly as if it were adapted alone, so they depend on that task alone."""
+    online_rounds: Annotated[int, Interval(ge=0)] = 0
+    """after training, rounds of online fine-tuning on the test tasks (harness/online.py;
+    one trajectory each; 0: none — online interaction happens only here, never in training)"""
+    online_tasks: list[int] | None = None
+    """the test tasks fine-tuned online (default: all)"""
+    online_episodes: PositiveInt = 3
+    """deterministic episodes scoring the policy at each round"""
+    online_burn_in: Annotated[int, Interval(ge=0)] = 25
+    online_value_steps: Annotated[int, Interval(ge=0)] = 100
+    online_policy_steps: Annotated[int, Interval(ge=0)] = 200
+    online_lr: Annotated[float, Interval(gt=0.0)] = 1e-5
+    online_batch: PositiveInt = 256
+    """the learner's fine-tuning settings (algorithms.base.OnlineConfig; the authors' values)"""
 
 
 def rollout(

@@ -59,6 +59,9 @@ class Claim:
     """if set, X's scores are taken relative to this algorithm's mean (a *change*, e.g. from
     35 train tasks to 3: "X degrades less than Y" is X − X_ref > Y − Y_ref)"""
     y_ref: str | None = None
+    score: str = "normalized"
+    """the per-run column tested: the normalised run score, or ``online_gain`` (what online
+    fine-tuning added, harness.aggregate.online_gains)"""
 
 
 def load_claims(path: Path = CLAIMS_FILE) -> list[Claim]:
@@ -209,7 +212,9 @@ def claim_rows(final: pd.DataFrame, claims: list[Claim]) -> list[dict]:
         fams = c.families or tuple(sorted(final["family"].unique()))
         for fam in fams:
             sub = final[final["family"] == fam]
-            x, y = _scores(sub, c.x, "normalized"), _scores(sub, c.y, "normalized")
+            if c.score not in sub:
+                continue
+            x, y = _scores(sub, c.x, c.score), _scores(sub, c.y, c.score)
             if len(x) == 0 or len(y) == 0:
                 continue
             if c.x_ref or c.y_ref:  # changes relative to each one's reference

@@ -22,8 +22,10 @@ import pandas as pd  # noqa: E402
 
 from harness.aggregate import (  # noqa: E402
     LAST_K,
+    ONLINE_LAST,
     RUN_KEYS,
     aggregate_table,
+    online_gains,
     per_seed_curves,
     performance_profile,
     results_table,
@@ -163,6 +165,27 @@ def plot_training(train: pd.DataFrame, out: Path) -> bool:
     return True
 
 
+def plot_online(online: pd.DataFrame, out: Path) -> None:
+    """Return against online environment steps after offline adaptation: mean over the
+    fine-tuned tasks, mean ± SE over seeds, one panel per family (the paper's OOD figure)."""
+    fams = sorted(online["family"].unique())
+    fig, axes = plt.subplots(1, len(fams), figsize=(5 * len(fams), 3.4), squeeze=False)
+    for ax, fam in zip(axes[0], fams, strict=True):
+        sub = online[online["family"] == fam]
+        for algo, g in sub.groupby("algorithm"):
+            per_seed = g.groupby(["seed", "env_steps"])["return"].mean().unstack("seed")
+            m = per_seed.mean(axis=1)
+            se = per_seed.std(axis=1, ddof=1) / np.sqrt(per_seed.shape[1])
+            ax.plot(m.index, m.to_numpy(), label=algo)
+            if per_seed.shape[1] > 1:
+                ax.fill_between(m.index, (m - se).to_numpy(), (m + se).to_numpy(), alpha=0.2)
+        ax.set_title(f"{fam}: online fine-tuning", fontsize=9)
+        ax.set_xlabel("online environment steps")
+        ax.set_ylabel("return")
+        ax.legend(fontsize=7)
+    _save(fig, out, "online")
+
+
 def build_report(
     rows: pd.DataFrame,
     out: Path,
@@ -170,6 +193,7 @@ def build_report(
     include_partial: bool = False,
     train: pd.DataFrame | None = None,
     draws: pd.DataFrame | None = None,
+    online: pd.DataFrame | None = None,
 ) -> Path:
     """Figures, tables (CSV + markdown) and a README.md embedding them, under ``out``.
 
@@ -177,7 +201,8 @@ def build_report(
     the score tables and the findings unless ``include_partial``; the README lists them.
     ``train``: the runs' training logs (:func:`harness.runner.load_train_logs`), drawn as loss
     curves when given; ``draws``: their multi-draw final rows
-    (:func:`harness.runner.load_final_draws`), a robustness column when given.
+    (:func:`harness.runner.load_final_draws`), a robustness column when given; ``online``:
+    their online fine-tuning rows (:func:`harness.runner.load_online`), drawn and tested.
     """
     out.mkdir(parents=True, exist_ok=True)
     curves = per_seed_curves(rows)
@@ -194,6 +219,9 @@ def build_report(
             f"no finished runs to report in {title} ({len(partial)} partial; "
             "use --include-partial to report them)"
         )
+    has_online = online is not None and len(online) > 0
+    if has_online:
+        final = final.merge(online_gains(online), on=RUN_KEYS, how="left")
     table = results_table(final)
     agg = aggregate_table(final)
     findings = findings_table(final)
@@ -268,6 +296,28 @@ def build_report(
         to_markdown(plan) if len(plan) else "No claim is answerable here.",
         "",
     ]
+    if has_online:
+        plot_online(online, out)
+        gains = final.dropna(subset=["online_gain"])
+        summary = gains.groupby(["algorithm", "family"])["online_gain"].agg(
+            ["count", "mean", "sem"]
+        )
+        text += [
+            "## Online fine-tuning",
+            "",
+            "After training, per fine-tuned test task: the offline adaptation, then rounds of 3 "
+            "scored episodes and one exploration trajectory added to the task's buffer "
+            "(harness/online.py). `online_gain`: the mean return of the last "
+            f"{ONLINE_LAST} rounds minus round 0's, normalised, mean over tasks; tested by the "
+            "claims above with `score = online_gain`. Learners without online fine-tuning: "
+            + (", ".join(sorted(set(final["algorithm"]) - set(gains["algorithm"]))) or "none")
+            + ".",
+            "",
+            to_markdown(summary.reset_index().rename(columns={"count": "seeds"})),
+            "",
+            "![online fine-tuning](online.png)",
+            "",
+        ]
     if has_training:
         text += [
             "## Training losses",

@@ -10,6 +10,7 @@ A run lives in ``<results>/<suite>/runs/<algorithm>__<family>__seed<k>/``:
 * ``final.pt`` — the trained learner, kept after the run (``python -m harness evaluate``);
 * ``final_draws.csv`` — the final learner on ``final_draws`` more adaptation draws per test task
   (the multi-draw final score), written once training is done;
+* ``online.csv`` — with ``online_rounds``: the online fine-tuning curve per test task;
 * ``done.json`` — written last; ``error.txt`` — the one-line error of a failed attempt;
 * ``.lock`` — held while a process executes the run: a second process skips it (:class:`RunBusy`).
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
 from annotated_types import Interval
 from filelock import FileLock, Timeout
@@ -50,6 +52,7 @@ from envs import make_family
 from harness.collect.build import require_dataset
 from harness.datasets import OfflineDataset, manifest_hash
 from harness.evaluate import EvalConfig, evaluate, make_eval_envs, random_scores
+from harness.online import ONLINE_COLUMNS, online_rows, supports_online
 
 COLUMNS = [
     "suite",
@@ -526,6 +529,19 @@ class _RunLoop:
                 self.dataset_sha,
             )
             write_rows_atomically(out / FINAL_DRAWS, draws, ["draw", *COLUMNS])
+        if self.ecfg.online_rounds and supports_online(self.learner):
+            rows = online_rows(self.learner, self.family, self.data, cfg.seed, self.ecfg, self.step)
+            for r in rows:
+                t = r["task"]
+                r.update(
+                    suite=cfg.suite,
+                    algorithm=cfg.label or self.cls.name,
+                    family=cfg.family,
+                    seed=cfg.seed,
+                    random_return=self.random[t][0] if t in self.random else np.nan,
+                    behaviour_best=self.best.get(t, np.nan),
+                )
+            write_rows_atomically(out / ONLINE, rows, ONLINE_COLUMNS)
         if keep_final:
             _atomic_torch_save(self.learner.state_dict(), out / "final.pt")
         done = {"steps": self.step, "rows": self.n_rows, "dataset_sha256": self.dataset_sha}
@@ -543,6 +559,7 @@ class _RunLoop:
 
 
 FINAL_DRAWS = "final_draws.csv"
+ONLINE = "online.csv"
 
 
 def final_draw_rows(learner, family, data, cfg, ecfg, envs, random, best, dataset_sha):
@@ -578,6 +595,17 @@ def write_rows_atomically(path: Path, rows: list[dict[str, Any]], columns: list[
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, path)
+
+
+def load_online(results_suite_dir):
+    """The ``online.csv`` rows of a suite's finished runs (empty when none fine-tuned online)."""
+    import pandas as pd
+
+    dirs = [results_suite_dir] if isinstance(results_suite_dir, str | Path) else results_suite_dir
+    paths = sorted(p for d in dirs for p in Path(d).glob(f"runs/*/{ONLINE}"))
+    if not paths:
+        return pd.DataFrame()
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
 
 
 def load_final_draws(results_suite_dir):

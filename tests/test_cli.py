@@ -36,3 +36,19 @@ def test_build_info_verify_metaworld_tiny(tmp_path):
     assert "0.00 → 1.00" in info.stdout  # the noisiest episode fails, the expert one succeeds
     ok = run("data", "verify", "ml1-reach", "--budget", "tiny", env_root=tmp_path)
     assert ok.returncode == 0 and "25 task files" in ok.stdout
+
+
+def test_seeds_take_ranges_and_a_typo_is_one_line():
+    def dry(seeds):
+        cmd = ["run", "--suite", "quick", "--families", "point-robot", "--algorithms", "mt-ft"]
+        return subprocess.run(
+            [sys.executable, "-m", "harness", *cmd, "--seeds", seeds, "--dry-run"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    assert "3 runs" in dry("0..1,7").stdout
+    p = dry("0-5")
+    assert p.returncode != 0 and p.stderr.count("\n") == 1 and "range like 0..5" in p.stderr

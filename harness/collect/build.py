@@ -159,7 +159,9 @@ def generator_config(family, budget: Budget, seed: int) -> dict[str, Any]:
 def dataset_dir(
     family_name: str, budget: Budget = "default", seed: int = 0, root: Path | None = None
 ) -> Path:
-    """The cache folder of a dataset: keyed by family, budget and a hash of the generator config."""
+    """The cache folder of a dataset: keyed by family, budget and a hash of the generator config
+    (a re-split family's is its data family's)."""
+    family_name = data_family_name(family_name)
     family = make_family(family_name)
     cfg = generator_config(family, budget, seed)
     key = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
@@ -338,6 +340,7 @@ def build(
         stop_after_chunks: stop after this many new chunks (for testing interruption).
     """
     numerics.check()  # one line naming what contradicts the pin, before anything is written
+    family_name = data_family_name(family_name)
     family = make_family(family_name)
     b = budget_for(family, budget)
     out = dataset_dir(family_name, budget, seed, root)
@@ -423,8 +426,14 @@ def build(
     return out
 
 
+def data_family_name(family_name: str) -> str:
+    """The family whose datasets ``family_name`` reads (itself, unless it is a re-split)."""
+    return make_family(family_name).data_family or family_name
+
+
 def require_dataset(family_name: str, budget: Budget, seed: int, root: Path | None = None) -> Path:
     """The folder of a built dataset, verified; a clear error if it is not there."""
+    family_name = data_family_name(family_name)
     out = dataset_dir(family_name, budget, seed, root)
     if not (out / MANIFEST).exists():
         raise DatasetError(
