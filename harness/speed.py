@@ -75,6 +75,58 @@ def ratio_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["benchmark", "against", "ratio", "measured"])
 
 
+ROOFLINE_COLUMNS = {
+    "meta_step": [
+        "learner",
+        "gflop",
+        "ms",
+        "gflops",
+        "limit_gflops_1t",
+        "limit_gflops_2t",
+        "fraction",
+        "dominant",
+    ],
+    "evaluation_point": [
+        "learner",
+        "ms",
+        "sim_ms",
+        "learner_ms",
+        "gflop",
+        "gflops",
+        "limit_gflops_1t",
+        "fraction",
+    ],
+}
+"""the roofline benchmarks' rows (``tests/benchmarks/test_bench_roofline.py``), by kind"""
+
+
+def roofline_table(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The roofline rows of one kind (``meta_step`` or ``evaluation_point``), one per learner:
+    FLOPs, time, achieved GFLOP/s, the limit of the step's own products replayed alone and the
+    fraction of it reached."""
+    cols = ROOFLINE_COLUMNS[kind]
+    if "roofline" not in df:
+        return pd.DataFrame(columns=cols)
+    rows = df[df["roofline"] == kind]
+    return rows[[c for c in cols if c in rows]].reset_index(drop=True)
+
+
+def plot_roofline(table: pd.DataFrame, path: Path) -> None:
+    """Bars: each learner's fraction of its own products' one-thread limit."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    order = table.sort_values("fraction")
+    ax.barh(order["learner"], order["fraction"], color="tab:blue")
+    for y, (f, g) in enumerate(zip(order["fraction"], order["gflops"], strict=True)):
+        ax.text(f, y, f" {f:.0%} ({g:.0f} GFLOP/s)", va="center", fontsize=8)
+    ax.axvline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xlim(0, max(1.15, float(order["fraction"].max()) * 1.35))
+    ax.set_xlabel("fraction of the limit: the step's own matrix products replayed alone, 1 thread")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_scaling(table: pd.DataFrame, path: Path) -> None:
     """One panel per sweep, one line per learner, log-log."""
     sweeps = [s for s in SWEEP_LABELS if s in set(table["sweep"])]
@@ -114,6 +166,34 @@ def build_speed_report(bench_json: Path, out: Path) -> Path:
         to_markdown(ratios) if len(ratios) else "(none)",
         "",
     ]
+    steps, points = roofline_table(df, "meta_step"), roofline_table(df, "evaluation_point")
+    if len(steps):
+        plot_roofline(steps, out / "roofline.png")
+        lines += [
+            "## Roofline: each meta-step against this machine's limit (one thread)",
+            "",
+            "FLOPs of one meta-step (FlopCounterMode: products and attention, forward and "
+            "backward), its median time, the achieved GFLOP/s, and the limit: the step's own "
+            "matrix products replayed alone as plain float32 products, at one thread and at two "
+            "(`harness/roofline.py`). `dominant`: the product shape (batch × m × k × n) with the "
+            "largest FLOP share.",
+            "",
+            "![roofline](roofline.png)",
+            "",
+            to_markdown(steps),
+            "",
+        ]
+    if len(points):
+        lines += [
+            "## An evaluation point: simulator against learner (cheetah-vel, one thread)",
+            "",
+            "5 test tasks, prior and adapted policies: `sim_ms` inside the environments' `step` "
+            "and `reset`, `learner_ms` the rest (adaptation and acting); the learner's FLOPs "
+            "against its own products' limit.",
+            "",
+            to_markdown(points),
+            "",
+        ]
     if len(sweeps):
         plot_scaling(sweeps, out / "scaling.png")
         lines += [
