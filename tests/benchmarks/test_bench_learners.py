@@ -3,9 +3,10 @@
 HalfCheetah dimensions (obs 20, act 6), batch 256 per task, 5 tasks (PEARL and FOCAL: their 16;
 Prompt-DT: 16 windows of 20 steps from each of 5 tasks), MACAW with weight transform. The
 reference is a plain per-task autograd loop of the same MACAW equations
-(``tests/reference_macaw.py``), PEARL's its step as first written (``tests/reference_pearl.py``);
-the ratio we report is measured with the two alternating (``interleaved.py``: this run's drift
-cancels in it), besides each one's own benchmark.
+(``tests/reference_macaw.py``), PEARL's its step as first written (``tests/reference_pearl.py``),
+Prompt-DT's its step on the first version's ``nn.TransformerEncoder``
+(``tests/reference_prompt_dt.py``); the ratio we report is measured with the two alternating
+(``interleaved.py``: this run's drift cancels in it), besides each one's own benchmark.
 
 ``OMRL_BENCH_DEVICE=cuda`` runs the same benchmarks on a GPU (every step ends in ``.item()``
 calls, so the timings include the device work).
@@ -21,6 +22,7 @@ from algorithms.macaw import MACAW
 from tests.benchmarks.interleaved import interleaved_ratio
 from tests.reference_macaw import ReferenceMACAWStep, make_batch
 from tests.reference_pearl import reference_pearl_step
+from tests.reference_prompt_dt import reference_prompt_dt
 
 OBS, ACT, N_TRAIN = 20, 6, 35
 DEVICE = os.environ.get("OMRL_BENCH_DEVICE", "cpu")
@@ -50,7 +52,16 @@ def _pearl_reference():
     return partial(reference_pearl_step, learner, batch)
 
 
-REFERENCES = {"macaw": _macaw_reference, "pearl": _pearl_reference}
+def _prompt_dt_reference():
+    learner = reference_prompt_dt(OBS, ACT, N_TRAIN, device=DEVICE)
+    return partial(learner.meta_train_step, _batch(learner))
+
+
+REFERENCES = {
+    "macaw": _macaw_reference,
+    "pearl": _pearl_reference,
+    "prompt-dt": _prompt_dt_reference,
+}
 """The in-run reference of a learner's step (on a learner of its own), where it has one."""
 
 
@@ -61,6 +72,11 @@ def test_reference_per_task_autograd_macaw_step(benchmark):
 def test_reference_pearl_step_with_every_gradient(benchmark):
     """PEARL's step as first written (the Q nets' discarded gradients computed)."""
     benchmark.pedantic(_pearl_reference(), rounds=5, warmup_rounds=2)
+
+
+def test_reference_prompt_dt_step_on_the_first_transformer(benchmark):
+    """Prompt-DT's step on ``nn.TransformerEncoder`` with ``nn.Dropout``, as first written."""
+    benchmark.pedantic(_prompt_dt_reference(), rounds=5, warmup_rounds=2)
 
 
 @pytest.mark.parametrize("name", ["macaw", "meta-bc", "mt-ft", "pearl", "focal", "prompt-dt"])
