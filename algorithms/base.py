@@ -129,7 +129,7 @@ class Policy(ABC):
 class OnlineConfig:
     """Online fine-tuning after offline adaptation (the MACAW paper's out-of-distribution
     experiment, the authors' ``eval_macaw(ft="online")``): after each new online trajectory the
-    harness hands the whole buffer to :meth:`OnlineFinetuner.update`."""
+    harness hands every online transition so far to :meth:`OnlineFinetuner.update`."""
 
     burn_in: int = 25
     """rounds that only collect (no gradient steps) before updates start"""
@@ -147,9 +147,10 @@ class OnlineFinetuner(ABC):
     """One test task's policy, improved from online experience (optional for a learner).
 
     The harness alternates: score :meth:`policy` deterministically, roll :meth:`explore` out
-    for one trajectory, append it to the task's buffer (the offline adaptation set first), and
-    call :meth:`update` with the buffer and the round's index. Online interaction happens only
-    here, at evaluation: meta-training stays offline."""
+    for one trajectory, append it to the task's online buffer, and call :meth:`update` with that
+    buffer and the round's index. The buffer starts empty, as the authors' (the offline
+    adaptation set is the one the fine-tuner was built with; a fine-tuner may keep it). Online
+    interaction happens only here, at evaluation: meta-training stays offline."""
 
     @abstractmethod
     def policy(self) -> Policy:
@@ -161,7 +162,7 @@ class OnlineFinetuner(ABC):
 
     @abstractmethod
     def update(self, buffer: Transitions, round_index: int) -> dict[str, float]:
-        """Learn from ``buffer`` (every transition so far); metrics named ``online/…``."""
+        """Learn from ``buffer`` (every online transition so far); metrics named ``online/…``."""
 
 
 class PolicyBatch:

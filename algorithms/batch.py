@@ -54,6 +54,17 @@ class Transitions:
         return self.reward.shape[-1]
 
     @staticmethod
+    def cat(items: Sequence[Transitions]) -> Transitions:
+        """Join row sets of one task end to end (on the first item's device and dtypes)."""
+        first = items[0]
+        return Transitions(
+            **{
+                f.name: torch.cat([getattr(t, f.name).to(getattr(first, f.name)) for t in items])
+                for f in fields(Transitions)
+            }
+        )
+
+    @staticmethod
     def stack(items: list[Transitions]) -> Transitions:
         """Stack equal-length transition sets along a new leading (task) dim."""
         return Transitions(

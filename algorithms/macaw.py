@@ -287,7 +287,9 @@ class MACAWOnline(OnlineFinetuner):
     round takes ``value_steps`` Adam steps of the value loss (to the Monte-Carlo return
     bootstrapped past the episode's truncation with the round's frozen starting value, as
     MACAW's outer value loss with its target; bootstrapping on the moving value diverged) and
-    ``policy_steps`` of the AWR loss on random batches of the buffer. Exploration adds the
+    ``policy_steps`` of the AWR loss on random batches of the online rows (the authors empty
+    their buffer before the online rounds: the adaptation set is not replayed — replaying it kept
+    the value loss growing and left the return flat on point-robot-ood). Exploration adds the
     policy's own Gaussian noise (``action_sigma``)."""
 
     def __init__(self, learner: MACAW, support: Transitions, config: OnlineConfig) -> None:

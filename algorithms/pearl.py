@@ -214,12 +214,12 @@ class OfflinePEARL(OfflineMetaLearner):
 
 class PEARLOnline(OnlineFinetuner):
     """Offline PEARL online, as the MACAW paper compares it: no gradient steps; the posterior
-    over the task latent is recomputed from the whole buffer (the offline adaptation set and
-    every online transition) after each round, and exploration acts with a latent sampled from
+    over the task latent is recomputed from the offline adaptation set and every online
+    transition after each round, and exploration acts with a latent sampled from
     the posterior (PEARL's posterior sampling)."""
 
     def __init__(self, learner: OfflinePEARL, support: Transitions) -> None:
-        self.learner = learner
+        self.learner, self.support = learner, support
         self.gen = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
         self._observe(support)
 
@@ -237,5 +237,5 @@ class PEARLOnline(OnlineFinetuner):
         return LatentPolicy(self.learner.policy, self.mu + self.var.sqrt() * noise)
 
     def update(self, buffer: Transitions, round_index: int) -> dict[str, float]:
-        self._observe(buffer)
+        self._observe(Transitions.cat([self.support, buffer]))
         return {"online/z_var": self.var.mean().item()}

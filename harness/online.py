@@ -14,7 +14,6 @@ Online interaction happens only here, in the evaluation phase of a suite that as
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -90,15 +89,6 @@ def collect_trajectory(env, policy: Policy, seed: int, device: torch.device) -> 
     return Transitions(**{k: torch.from_numpy(np.ascontiguousarray(f[k])) for k in f})
 
 
-def _cat(a: Transitions, b: Transitions) -> Transitions:
-    return Transitions(
-        **{
-            x.name: torch.cat([getattr(a, x.name), getattr(b, x.name).to(getattr(a, x.name))])
-            for x in fields(Transitions)
-        }
-    )
-
-
 def online_rows(
     learner: OfflineMetaLearner,
     family: TaskFamily,
@@ -129,7 +119,8 @@ def online_rows(
         torch.manual_seed(1_000_003 * seed + t)  # the finetuner's generators: per (seed, task)
         ft = learner.online_finetuner(support, ocfg)
         env = family.make_env(t)
-        buffer, env_steps = support.to("cpu"), 0
+        buffer: Transitions | None = None  # online rows only, as the authors' emptied buffer
+        env_steps = 0
         for r in range(ecfg.online_rounds + 1):
             act = _numpy_act(ft.policy(), env.action_space.high, learner.device)
             start = 20_000 + seed * 100 + t  # the same starts every round: the curve is the policy
@@ -143,7 +134,7 @@ def online_rows(
                 env, ft.explore(), 50_000 + seed * 100 + t + 1_000 * r, learner.device
             )
             env_steps += len(traj)
-            buffer = _cat(buffer, traj)
+            buffer = traj if buffer is None else Transitions.cat([buffer, traj])
             ft.update(buffer, r)
         env.close()
     return rows

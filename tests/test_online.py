@@ -175,3 +175,56 @@ def test_the_report_draws_the_online_curves_and_tests_the_online_claim(tmp_path)
     assert (out / "online.png").exists() and "## Online fine-tuning" in (
         out / "README.md"
     ).read_text()
+
+
+def test_macaw_online_fine_tuning_improves_return_on_out_of_distribution_goals(data_root):
+    """point-robot-ood: meta-trained on the goals with x < 0, tested on goals with x > 0.5 —
+    outside the train region, where offline adaptation leaves a policy that barely moves
+    (returns about −15 to −34; going straight to the goal scores about −5). Thirty rounds of the
+    authors' loop (one exploration trajectory of 20 steps a round, then value and AWR steps on
+    the online rows) raise every task's return. Measured: gains 1.12 / 1.41 / 1.24 (mean of the
+    last five rounds minus round 0; 2-vCPU Xeon, ≈ 25 s)."""
+    from algorithms import inner_sampling, outer_segment
+
+    family, learner = _learner(
+        "macaw",
+        {
+            "width": 64,
+            "wt_latent": 32,
+            "policy_lr": 1e-3,
+            "value_lr": 1e-3,
+            "inner_batch": 64,
+            "outer_batch": 64,
+        },
+    )
+    ds = OfflineDataset.load(dataset_dir("point-robot", "tiny", 0, data_root))
+    train, cfg = family.train_indices, learner.config
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        pick = torch.randperm(len(train), generator=g)[: cfg.tasks_per_batch].tolist()
+        batch = ds.meta_batch(
+            [train[i] for i in pick],
+            pick,
+            cfg.inner_batch,
+            cfg.outer_batch,
+            g,
+            outer_segment=outer_segment(cfg),
+            inner_sampling=inner_sampling(cfg),
+        )
+        learner.train_step(batch)
+    ecfg = EvalConfig(
+        online_rounds=30,
+        online_tasks=tuple(family.test_indices[:3]),
+        online_burn_in=1,
+        online_value_steps=50,
+        online_policy_steps=100,
+        online_lr=1e-3,
+        online_batch=64,
+        adapt_transitions=256,
+    )
+    rows = pd.DataFrame(online_rows(learner, family, ds, 0, ecfg, step=300))
+    curve = rows.pivot(index="round", columns="task", values="return")
+    gain = curve.iloc[-5:].mean() - curve.iloc[0]
+    print(f"online gains per task: {gain.round(2).tolist()}")
+    assert (gain > 0.5).all()
+    assert gain.mean() > 0.9
