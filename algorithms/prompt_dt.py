@@ -257,14 +257,17 @@ class PromptDecisionTransformer(nn.Module):
         B, L, d = t.shape
         return torch.stack(parts, 2).reshape(B, 3 * L, d)
 
-    def forward(self, prompt: tuple, window: tuple) -> torch.Tensor:
+    def forward(self, prompt: tuple, window: tuple, last_only: bool = False) -> torch.Tensor:
         """prompt, window: (rtg, obs, act, timestep), each [B, L, …] → actions [B, L_window, act]
-        predicted from the window's state tokens."""
+        predicted from the window's state tokens; ``last_only``: only the last one's, [B, 1, act]
+        (acting reads no other)."""
         p = self._tokens(self.prompt_embed, *prompt)
         w = self.embed_ln(self._tokens(self.embed, *window))  # the authors: window tokens only
         x = dropout(torch.cat([p, w], 1), self.p, self.training)
         # the window's state tokens: the only outputs read, so the last block computes only them
         states = torch.arange(p.shape[1] + 1, x.shape[1], 3, device=x.device)
+        if last_only:
+            states = states[-1:]
         *first, last = self.blocks.layers
         for block in first:
             x = block(x)
@@ -307,7 +310,7 @@ class _PromptedPolicy(Policy):
         prompt = tuple(x.expand(B, *x.shape[1:]) for x in self.prompt)
         window = tuple(self.hist[k][:, rows] for k in ("rtg", "obs", "act", "timestep"))
         lrn.model.eval()
-        action = lrn.model(prompt, window)[:, -1]
+        action = lrn.model(prompt, window, last_only=True)[:, -1]
         self.hist["act"][:, -1] = action
         return action
 

@@ -56,6 +56,16 @@ def test_blocks_give_the_first_versions_outputs_and_gradients_without_dropout(n_
         torch.testing.assert_close(p.grad / scale, grads_ref[name].grad / scale, **tol)
 
 
+def test_acting_computes_only_the_last_state_token_and_gets_the_same_action():
+    new, _ = _pair(2, torch.float64)
+    new.eval()
+    prompt, window = _inputs(3, 5, 20, torch.float64)
+    with torch.no_grad():
+        full, last = new(prompt, window), new(prompt, window, last_only=True)
+    assert last.shape == (3, 1, ACT)
+    torch.testing.assert_close(last[:, 0], full[:, -1], rtol=1e-12, atol=1e-12)
+
+
 def test_checkpoints_of_the_first_version_load_unchanged():
     new, ref = _pair(1, torch.float32)
     shapes = {k: v.shape for k, v in ref.state_dict().items()}
