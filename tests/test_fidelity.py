@@ -156,9 +156,9 @@ def test_prompt_dt_rollout_history_is_spaced_as_the_training_windows_under_skip(
     seen = []
     forward = learner.model.forward
 
-    def spy(prompt, window):
+    def spy(prompt, window, **kw):
         seen.append(window[3][0].tolist())
-        return forward(prompt, window)
+        return forward(prompt, window, **kw)
 
     learner.model.forward = spy
     policy = learner.adapt(synthetic_meta_batch(1, 6, 8, 7, 3).inner.map(lambda x: x[0]))
