@@ -80,3 +80,24 @@ def random_return(goal: np.ndarray, episodes: int = 4, seed: int = 123) -> float
 def support_set(ds: OfflineDataset, task: int, n: int = 256) -> Transitions:
     """The adaptation set: the last ``n`` rows of the task's buffer (its best behaviour)."""
     return ds.adaptation_set(task, seed=0, n_transitions=n, quality="last", fraction=0.4)
+
+
+def meta_train(learner, ds: OfflineDataset, train: list[int], steps: int, seed: int = 0) -> None:
+    """``steps`` meta-steps of ``learner`` on batches of random train tasks, as a suite's run
+    samples them (the learning tests' loop)."""
+    from algorithms import inner_sampling, outer_segment
+
+    cfg = learner.config
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        pick = torch.randperm(len(train), generator=g)[: cfg.tasks_per_batch].tolist()
+        batch = ds.meta_batch(
+            [train[i] for i in pick],
+            pick,
+            cfg.inner_batch,
+            cfg.outer_batch,
+            g,
+            outer_segment=outer_segment(cfg),
+            inner_sampling=inner_sampling(cfg),
+        )
+        learner.train_step(batch)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms import inner_sampling, learner_class, make_config, outer_segment
-from tests.pointdata import evaluate, make_dataset, random_return, support_set
+from algorithms import learner_class, make_config
+from tests.pointdata import evaluate, make_dataset, meta_train, random_return, support_set
 
 CASES = {
     # name: (config overrides, meta-steps, margin over unadapted, margin over random)
@@ -93,19 +93,7 @@ def test_adapted_policy_beats_unadapted_and_random(name, problem):
     cfg = make_config(cls, overrides)
     torch.manual_seed(0)
     learner = cls(2, 2, len(train), cfg, seed=0)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        pick = torch.randperm(len(train), generator=g)[: cfg.tasks_per_batch].tolist()
-        batch = ds.meta_batch(
-            [train[i] for i in pick],
-            pick,
-            cfg.inner_batch,
-            cfg.outer_batch,
-            g,
-            outer_segment=outer_segment(cfg),
-            inner_sampling=inner_sampling(cfg),
-        )
-        learner.train_step(batch)
+    meta_train(learner, ds, train, steps)
     post = np.mean([evaluate(learner.adapt(support_set(ds, t)), goals[t]) for t in test])
     pre = np.mean([evaluate(learner.prior_policy(), goals[t]) for t in test])
     rnd = np.mean([random_return(goals[t]) for t in test])

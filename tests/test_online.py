@@ -12,6 +12,7 @@ from harness.datasets import OfflineDataset
 from harness.evaluate import EvalConfig
 from harness.online import collect_trajectory, online_rows, supports_online
 from harness.runner import RunConfig, execute_run, load_online
+from tests.pointdata import meta_train
 
 SMALL_MACAW = {"width": 16, "wt_latent": 8, "inner_batch": 32, "outer_batch": 32}
 SMALL_PEARL = {"width": 16, "encoder_width": 16, "inner_batch": 32, "outer_batch": 32}
@@ -184,8 +185,6 @@ def test_macaw_online_fine_tuning_improves_return_on_out_of_distribution_goals(d
     authors' loop (one exploration trajectory of 20 steps a round, then value and AWR steps on
     the online rows) raise every task's return. Measured: gains 1.12 / 1.41 / 1.24 (mean of the
     last five rounds minus round 0; 2-vCPU Xeon, ≈ 25 s)."""
-    from algorithms import inner_sampling, outer_segment
-
     family, learner = _learner(
         "macaw",
         {
@@ -198,20 +197,7 @@ def test_macaw_online_fine_tuning_improves_return_on_out_of_distribution_goals(d
         },
     )
     ds = OfflineDataset.load(dataset_dir("point-robot", "tiny", 0, data_root))
-    train, cfg = family.train_indices, learner.config
-    g = torch.Generator().manual_seed(0)
-    for _ in range(300):
-        pick = torch.randperm(len(train), generator=g)[: cfg.tasks_per_batch].tolist()
-        batch = ds.meta_batch(
-            [train[i] for i in pick],
-            pick,
-            cfg.inner_batch,
-            cfg.outer_batch,
-            g,
-            outer_segment=outer_segment(cfg),
-            inner_sampling=inner_sampling(cfg),
-        )
-        learner.train_step(batch)
+    meta_train(learner, ds, family.train_indices, 300)
     ecfg = EvalConfig(
         online_rounds=30,
         online_tasks=tuple(family.test_indices[:3]),
