@@ -261,3 +261,21 @@ def online_gains(online: pd.DataFrame, last: int = ONLINE_LAST) -> pd.DataFrame:
         rows.append({**dict(zip([*RUN_KEYS, "task"], key, strict=True)), "online_gain": gain})
     per_task = pd.DataFrame(rows)
     return per_task.groupby(RUN_KEYS, as_index=False)["online_gain"].mean()
+
+
+def run_costs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (algorithm, family): finished runs, one run's wall minutes (mean and max) and the
+    CPU-hours of them all — what reproducing the comparison costs.
+
+    A run's time is the ``wall_time`` of its last metric row: training plus its evaluation
+    points, resumes summed, on one thread (each worker runs one); the final multi-draw scoring
+    and any online fine-tuning after it are not in it, and a paused run counts its pause.
+    """
+    finished = rows[rows["finished"]] if "finished" in rows else rows
+    per_run = finished.groupby(RUN_KEYS, as_index=False)["wall_time"].max()
+    out = per_run.groupby(["algorithm", "family"], as_index=False)["wall_time"].agg(
+        runs="count", run_min="mean", longest_min="max", cpu_hours="sum"
+    )
+    out[["run_min", "longest_min"]] /= 60.0
+    out["cpu_hours"] /= 3600.0
+    return out.sort_values(["family", "algorithm"]).reset_index(drop=True)

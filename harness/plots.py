@@ -29,6 +29,7 @@ from harness.aggregate import (  # noqa: E402
     per_seed_curves,
     performance_profile,
     results_table,
+    run_costs,
     run_scores,
     to_markdown,
 )
@@ -186,6 +187,33 @@ def plot_online(online: pd.DataFrame, out: Path) -> None:
     _save(fig, out, "online")
 
 
+def _cost_section(rows: pd.DataFrame, out: Path) -> list[str]:
+    """The report's "Cost" section and ``costs.csv``: measured CPU-hours per algorithm and
+    family, and what the whole costs on 2 cores and on N workers."""
+    if "wall_time" not in rows:
+        return []
+    costs = run_costs(rows)
+    if costs.empty:
+        return []
+    costs.to_csv(out / "costs.csv", index=False)
+    total, longest = costs["cpu_hours"].sum(), costs["longest_min"].max() / 60.0
+    spans = ", ".join(f"{n} workers ≈ {max(longest, total / n):.1f} h" for n in (2, 16, 64))
+    return [
+        "## Cost",
+        "",
+        "Measured from the runs themselves: a run's wall time is its last metric row's "
+        "`wall_time` (training and its evaluation points, resumes summed, one thread per "
+        "worker), so its CPU time on the machine it ran on; the final multi-draw scoring and "
+        "online fine-tuning after it are not counted. "
+        f"All {int(costs['runs'].sum())} runs: **{total:.1f} CPU-hours**. Run on N workers "
+        "(`--workers`, Ray or SLURM: docs/running.md), the wall time is about CPU-hours / N "
+        f"and never below the longest run ({longest:.1f} h): {spans}.",
+        "",
+        to_markdown(costs),
+        "",
+    ]
+
+
 def build_report(
     rows: pd.DataFrame,
     out: Path,
@@ -296,6 +324,7 @@ def build_report(
         to_markdown(plan) if len(plan) else "No claim is answerable here.",
         "",
     ]
+    text += _cost_section(rows, out)
     if has_online:
         plot_online(online, out)
         gains = final.dropna(subset=["online_gain"])

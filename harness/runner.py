@@ -544,7 +544,14 @@ class _RunLoop:
             write_rows_atomically(out / ONLINE, rows, ONLINE_COLUMNS)
         if keep_final:
             _atomic_torch_save(self.learner.state_dict(), out / "final.pt")
-        done = {"steps": self.step, "rows": self.n_rows, "dataset_sha256": self.dataset_sha}
+        done = {
+            "steps": self.step,
+            "rows": self.n_rows,
+            "dataset_sha256": self.dataset_sha,
+            # where and how long (with the final scoring): the costs of pooled machines
+            "cpu": cpu_model(),
+            "wall_time": round(time.perf_counter() - self.t0, 3),
+        }
         (out / "done.json").write_text(json.dumps(done) + "\n")
         if not cfg.keep_checkpoint:
             self.ckpt_path.unlink(missing_ok=True)
@@ -560,6 +567,19 @@ class _RunLoop:
 
 FINAL_DRAWS = "final_draws.csv"
 ONLINE = "online.csv"
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as ``/proc/cpuinfo`` or the platform reports it."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def final_draw_rows(learner, family, data, cfg, ecfg, envs, random, best, dataset_sha):

@@ -275,6 +275,28 @@ def test_a_partial_run_is_flagged_and_left_out_of_the_final_tables(tmp_path):
     assert pd.read_csv(both / "results.csv").loc[0, "seeds"] == 3
 
 
+def test_the_report_costs_finished_runs_from_their_last_wall_time(tmp_path):
+    rows = pd.DataFrame(
+        _rows("macaw", 0, [0, 10], True, -100.0)
+        + _rows("macaw", 1, [0, 10], True, -110.0)
+        + _rows("pearl", 0, [0, 10], True, -150.0)
+        + _rows("pearl", 1, [0, 5], False, -150.0)  # partial: not in the bill
+    )
+    # wall seconds grow with the step; the runs' last rows: macaw 1800 and 3600, pearl 7200
+    rows["wall_time"] = rows["step"] * 180.0
+    rows.loc[(rows["algorithm"] == "macaw") & (rows["seed"] == 1), "wall_time"] *= 2
+    rows.loc[rows["algorithm"] == "pearl", "wall_time"] *= 4
+    out = build_report(rows, tmp_path / "rep", "t")
+    costs = pd.read_csv(out / "costs.csv").set_index("algorithm")
+    assert costs.loc["macaw", "runs"] == 2 and costs.loc["pearl", "runs"] == 1
+    assert costs.loc["macaw", "run_min"] == 45.0 and costs.loc["macaw", "longest_min"] == 60.0
+    assert costs.loc["macaw", "cpu_hours"] == 1.5 and costs.loc["pearl", "cpu_hours"] == 2.0
+    readme = (out / "README.md").read_text()
+    # 3.5 CPU-hours would be 1.75 h on 2 workers, but no worker count beats pearl's 2-hour run
+    assert "**3.5 CPU-hours**" in readme
+    assert "2 workers ≈ 2.0 h, 16 workers ≈ 2.0 h" in readme
+
+
 def test_the_task_count_claim_compares_changes_from_35_tasks_not_levels():
     # MACAW falls by 0.1 from 35 tasks to 3, MT+FT by 0.5: MACAW degrades less although MT+FT's
     # 35-task level is higher

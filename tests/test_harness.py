@@ -1,6 +1,7 @@
 """The suite runner: resume after kill -9, bad input, plug-in learners, executors, reports."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -100,6 +101,8 @@ def test_resumed_run_writes_exactly_the_rows_of_an_uninterrupted_one(tmp_path, d
     assert len(a) == 4 * 20  # 4 evaluation points (steps 0, 4, 8, 12) × 20 test tasks
     pd.testing.assert_frame_equal(a, b)
     assert not (part / "checkpoint.pt").exists()  # removed once done
+    done = json.loads((part / "done.json").read_text())  # the cost table's where and how long
+    assert done["cpu"] and done["wall_time"] >= pd.read_csv(part / "metrics.csv")["wall_time"].max()
 
 
 def test_kill_9_during_a_suite_then_rerun_loses_and_duplicates_nothing(tmp_path, data_root):
