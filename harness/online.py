@@ -3,8 +3,9 @@
 After meta-training (offline, always), per chosen test task: the learner adapts to the task's
 offline adaptation set (the same set every algorithm gets), then rounds of — score the current
 policy with ``episodes`` deterministic episodes; roll the exploration policy out for one
-trajectory; append it to the task's buffer (the adaptation set first); hand the buffer to the
-learner's :class:`~algorithms.base.OnlineFinetuner`. The x-axis of the curves is the number of
+trajectory; append it to the task's online buffer (empty at first, as the authors' emptied
+replay buffer: the adaptation set is not replayed); hand the buffer to the learner's
+:class:`~algorithms.base.OnlineFinetuner`. The x-axis of the curves is the number of
 online environment steps of those trajectories (evaluation episodes are not counted, as the
 authors' plot). A learner without ``online_finetuner`` is reported as "no online fine-tuning".
 
