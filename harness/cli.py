@@ -490,6 +490,10 @@ def _cmd_report(args) -> None:
         raise FileNotFoundError(f"no results folder {', '.join(missing)}")
     name = "+".join(d.name for d in dirs)
     out = args.out or Path("reports") / (dirs[0].name if len(dirs) == 1 else name)
+    if args.readme is not None:  # a README without the block is refused before any work
+        from harness.headline import splice
+
+        splice(args.readme.read_text(), "")
     rows = load_results(dirs)
     if args.against is not None:
         _refuse_foreign_runs(rows, args.against)
@@ -503,6 +507,22 @@ def _cmd_report(args) -> None:
         load_online(dirs),
     )
     print(f"report: {out / 'README.md'}")
+    if args.readme is not None:
+        write_headline(out, args.readme)
+        print(f"headline: {args.readme}")
+
+
+def write_headline(report: Path, readme: Path) -> None:
+    """Rewrite ``readme``'s headline block from the report's results and findings files."""
+    import pandas as pd
+
+    from harness.headline import headline, splice
+    from harness.plots import paper_levels
+
+    block = headline(
+        pd.read_csv(report / "results.csv"), pd.read_csv(report / "findings.csv"), paper_levels()
+    )
+    readme.write_text(splice(readme.read_text(), block))
 
 
 def _refuse_foreign_runs(rows, against: Path) -> None:
@@ -695,6 +715,12 @@ def make_parser() -> argparse.ArgumentParser:
         "--include-partial",
         action="store_true",
         help="report unfinished runs' last evaluation as final (default: left out, listed)",
+    )
+    rep.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="also rewrite this file's headline block (score and verdict tables) from the report",
     )
     rep.set_defaults(fn=_cmd_report)
 

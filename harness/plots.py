@@ -57,7 +57,9 @@ def _save(fig, out: Path, name: str) -> list[str]:
     fig.tight_layout()
     files = []
     for ext in ("png", "pdf"):
-        fig.savefig(out / f"{name}.{ext}", dpi=130)
+        # no creation date: a rebuild from the same result files writes the same bytes
+        meta = {"CreationDate": None} if ext == "pdf" else {}
+        fig.savefig(out / f"{name}.{ext}", dpi=130, metadata=meta)
         files.append(f"{name}.{ext}")
     plt.close(fig)
     return files
