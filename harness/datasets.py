@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import platform
 import zipfile
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from algorithms.batch import MetaBatch, TrainStatistics, Transitions
+from harness.results import atomic_write, write_json
 
 GAMMA = 0.99
 FORMAT_VERSION = 3  # 2: actions normalised to [-1, 1]; 3: reference returns, build record
@@ -151,25 +151,23 @@ def sha256_file(path: Path) -> str:
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
     """Write a deterministic ``.npz`` atomically (temp file + rename); return its sha256."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        for key in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+    def write(f) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+            for key in sorted(arrays):
+                buf = io.BytesIO()
+                array = np.ascontiguousarray(arrays[key])
+                np.lib.format.write_array(buf, array, allow_pickle=False)
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, buf.getvalue())
+
+    atomic_write(path, write)
     return sha256_file(path)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json(path, obj)
 
 
 def package_versions() -> dict[str, str]:

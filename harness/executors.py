@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.hugepages import use_huge_pages
+from harness.results import atomic_write
 from harness.runner import (
     RunBusy,
     RunConfig,
@@ -76,8 +77,8 @@ def _record_failure(cfg: RunConfig, results: Path, e: BaseException) -> str:
     line = " ".join(str(e).split()) if isinstance(e, ValueError | RunError) else _one_line(e)
     out = run_dir(results, cfg)
     if out.is_dir():
-        (out / "error.txt").write_text(line + "\n")
-        (out / "error.log").write_text("".join(traceback.format_exception(e)))
+        atomic_write(out / "error.txt", line + "\n")
+        atomic_write(out / "error.log", "".join(traceback.format_exception(e)))
     return line
 
 

@@ -53,6 +53,7 @@ from harness.collect.build import require_dataset
 from harness.datasets import OfflineDataset, manifest_hash
 from harness.evaluate import EvalConfig, evaluate, make_eval_envs, random_scores
 from harness.online import ONLINE_COLUMNS, online_rows, supports_online
+from harness.results import atomic_write, atomic_write_text, update_json, write_json
 
 COLUMNS = [
     "suite",
@@ -178,11 +179,7 @@ def run_dir(results: Path, cfg: RunConfig) -> Path:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _truncate_rows(path: Path, n_rows: int) -> None:
@@ -195,10 +192,7 @@ def _truncate_rows(path: Path, n_rows: int) -> None:
         path.unlink()
         return
     keep = lines[: 1 + n_rows]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        f.writelines(keep)
-    os.replace(tmp, path)
+    atomic_write_text(path, lambda f: f.writelines(keep))
 
 
 def _append_rows(path: Path, rows: list[dict[str, Any]], columns: list[str] = COLUMNS) -> None:
@@ -235,10 +229,7 @@ def _check_config(out: Path, cfg: RunConfig, create: bool = True) -> None:
                 "use another --results folder or suite name, or delete that run"
             )
     elif create:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name("config.json.tmp")
-        tmp.write_text(json.dumps(cfg.to_json(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json(path, cfg.to_json())
 
 
 def execute_run(
@@ -552,7 +543,7 @@ class _RunLoop:
             "cpu": cpu_model(),
             "wall_time": round(time.perf_counter() - self.t0, 3),
         }
-        (out / "done.json").write_text(json.dumps(done) + "\n")
+        atomic_write(out / "done.json", json.dumps(done) + "\n")
         if not cfg.keep_checkpoint:
             self.ckpt_path.unlink(missing_ok=True)
 
@@ -609,12 +600,13 @@ def final_draw_rows(learner, family, data, cfg, ecfg, envs, random, best, datase
 
 def write_rows_atomically(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
     """A whole CSV at once (temporary file, then rename): it is there complete or not at all."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+
+    def write(f) -> None:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
+
+    atomic_write_text(path, write)
 
 
 def load_online(results_suite_dir):
@@ -668,16 +660,10 @@ PLAN = "plan.json"
 
 
 def write_plan(results: Path, suite: str, runs: list[RunConfig]) -> None:
-    """Record which runs a launch asked for, merged with earlier launches' (atomic)."""
-    path = Path(results) / suite / PLAN
-    old = json.loads(path.read_text()) if path.exists() else {}
-    plan = {**old, **{cfg.run_id: cfg.to_json() for cfg in runs}}
-    if plan == old:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(PLAN + ".tmp")
-    tmp.write_text(json.dumps(plan, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Record which runs a launch asked for, merged with earlier launches' (atomic, and under
+    the plan's lock: simultaneous launches keep each other's entries)."""
+    entries = {cfg.run_id: cfg.to_json() for cfg in runs}
+    update_json(Path(results) / suite / PLAN, lambda old: {**old, **entries})
 
 
 def read_plan(suite_dir: Path) -> list[RunConfig]:

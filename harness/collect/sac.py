@@ -11,7 +11,6 @@ tasks, each agent's parameters only see its own loss, and Adam is element-wise, 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -472,26 +471,23 @@ def collect_conditioned_chunk(
         )
         if state_path is not None:
             from harness.datasets import write_npz  # late import: datasets imports nothing of ours
+            from harness.results import atomic_write
 
             write_npz(
                 Path(state_dir) / f"segment_{start:08d}.npz",
                 {k: v[:, start:stop] for k, v in buf.items()},
             )
-            tmp = state_path.with_name("state.pt.tmp")
-            torch.save(
-                {
-                    "agent": agent.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "np_rng": rng.bit_generator.state,
-                    "t": stop,
-                    "credit": credit,
-                    "wall": wall,
-                    "ends": ends,
-                    "curve": curve,
-                },
-                tmp,
-            )
-            os.replace(tmp, state_path)
+            state = {
+                "agent": agent.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "np_rng": rng.bit_generator.state,
+                "t": stop,
+                "credit": credit,
+                "wall": wall,
+                "ends": ends,
+                "curve": curve,
+            }
+            atomic_write(state_path, lambda f, state=state: torch.save(state, f))
     for e in envs:
         e.close()
     per_slot = [_episodes(buf, ends[i], i) for i in range(n)]
