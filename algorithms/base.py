@@ -227,6 +227,10 @@ class OfflineMetaLearner(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    outer_rates: ClassVar[tuple[str, ...]] = ()
+    """the Config fields holding the learning rates of the optimisers that meta-train the
+    networks (not learned inner rates, not test-time fine-tuning rates): what the tuning
+    protocol moves together, keeping their default ratios (harness/tune.py)"""
     _registry: ClassVar[dict[str, type[OfflineMetaLearner]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

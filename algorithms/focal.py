@@ -143,6 +143,7 @@ class FOCALConfig:
 
 class FOCAL(OfflineMetaLearner):
     name = "focal"
+    outer_rates = ("policy_lr", "qf_lr", "vf_lr", "context_lr", "c_lr")
     Config = FOCALConfig
 
     def __init__(self, obs_dim, act_dim, n_train_tasks, config=None, device="cpu", seed=0):

@@ -96,6 +96,7 @@ class MACAWConfig:
 
 class MACAW(StackedAdaptLearner):
     name = "macaw"
+    outer_rates = ("policy_lr", "value_lr")
     Config = MACAWConfig
 
     def __init__(self, obs_dim, act_dim, n_train_tasks, config=None, device="cpu", seed=0):

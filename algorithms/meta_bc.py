@@ -47,6 +47,7 @@ class MetaBCConfig:
 
 class MetaBC(StackedAdaptLearner):
     name = "meta-bc"
+    outer_rates = ("policy_lr",)
     Config = MetaBCConfig
 
     def __init__(self, obs_dim, act_dim, n_train_tasks, config=None, device="cpu", seed=0):

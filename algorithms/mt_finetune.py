@@ -45,6 +45,7 @@ class MTFinetuneConfig:
 
 class MTFinetune(StackedAdaptLearner):
     name = "mt-ft"
+    outer_rates = ("policy_lr", "value_lr")
     Config = MTFinetuneConfig
 
     def __init__(self, obs_dim, act_dim, n_train_tasks, config=None, device="cpu", seed=0):

@@ -100,6 +100,7 @@ def _oyster_init_(net: nn.Sequential, last_bound: float = 3e-3, hidden_bias: flo
 
 class OfflinePEARL(OfflineMetaLearner):
     name = "pearl"
+    outer_rates = ("policy_lr", "qf_lr", "vf_lr", "context_lr")
     Config = PEARLConfig
 
     def __init__(self, obs_dim, act_dim, n_train_tasks, config=None, device="cpu", seed=0):

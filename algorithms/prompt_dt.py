@@ -48,9 +48,10 @@ family-specific:
   authors: 16 from every train task);
 - **prior policy**: a prompt of zeros; so that it is in-distribution, each training prompt is
   replaced by zeros with probability ``prompt_dropout`` = 0.1 (the authors have no prior);
-- with the default ``iid`` adaptation sets the prompt is H rows drawn i.i.d., not a trajectory
-  segment: Prompt-DT is then handicapped; suites that compare it fairly use
-  ``adapt_trajectories`` (every algorithm adapts on the same whole episodes).
+- with ``iid`` adaptation sets (``EvalConfig``'s default) the prompt is H rows drawn i.i.d.,
+  not a trajectory segment, far outside the training prompts' timesteps and returns-to-go;
+  every comparing suite therefore sets ``adapt_trajectories`` (every algorithm adapts on the
+  same whole episodes; a test checks that the prompts then lie in the training range).
 """
 
 from __future__ import annotations
@@ -322,6 +323,7 @@ class _PromptedPolicy(Policy):
 
 class PromptDT(OfflineMetaLearner):
     name = "prompt-dt"
+    outer_rates = ("policy_lr",)
     Config = PromptDTConfig
 
     def __init__(self, obs_dim, act_dim, n_train_tasks, config=None, device="cpu", seed=0):
@@ -416,7 +418,10 @@ class PromptDT(OfflineMetaLearner):
             "train/target_return": self.target_return.item(),
         }
 
-    def _prompt_from(self, support: Transitions) -> tuple:
+    def prompt_from(self, support: Transitions) -> tuple:
+        """The prompt of an adaptation set: its last H rows with their true timesteps and
+        returns-to-go (with whole trajectories, the end of the last one, as training prompts
+        are episode ends)."""
         H = min(self.config.inner_segment, support.reward.shape[0])
         tail = support.to(self.device).map(lambda x: x[-H:].unsqueeze(0))
         return self._steps(tail)
@@ -435,7 +440,7 @@ class PromptDT(OfflineMetaLearner):
 
     def adapt(self, support: Transitions) -> Policy:
         with torch.no_grad():
-            return _PromptedPolicy(self, self._prompt_from(support), self.target_for(support))
+            return _PromptedPolicy(self, self.prompt_from(support), self.target_for(support))
 
     def prior_policy(self) -> Policy:
         """A prompt of zeros (what prompt dropout trains it on)."""

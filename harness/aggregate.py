@@ -11,7 +11,10 @@
   point (as the paper reads Figure 3) and, where a run recorded it, the multi-draw final score
   (the final learner evaluated on several independent adaptation draws);
 * across seeds: mean ± SE with a t-interval (honest at 3 seeds, where a bootstrap of 3 runs is
-  not); across families: IQM and mean with a stratified bootstrap (50 000 resamples).
+  not); across families: IQM and mean with a stratified bootstrap (50 000 resamples);
+* per (algorithm, family): the **trend** at the end of the budget (rising, flat, falling or
+  undetermined; the seed is the replicate) and the **noise split** of the final learner's
+  scores (evaluation noise against seed-to-seed variation).
 
 All functions are pure table → table or array → number; the rng is passed explicitly.
 """
@@ -279,3 +282,142 @@ def run_costs(rows: pd.DataFrame) -> pd.DataFrame:
     out[["run_min", "longest_min"]] /= 60.0
     out["cpu_hours"] /= 3600.0
     return out.sort_values(["family", "algorithm"]).reset_index(drop=True)
+
+
+# -- the trend of every arm at the end of its budget ---------------------------------------------
+TREND_BAND = 0.05
+"""``flat`` means the score moved less than this over the last half of the budget (normalised:
+5 % of the random → best-behaviour range), with 95 % confidence."""
+TREND_LEVEL = 0.95
+
+TREND_COLUMNS = ["algorithm", "family", "trend", "trend_change", "trend_low", "trend_high"]
+
+
+def run_slopes(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the least-squares slope of its normalised score over the last half of its
+    curve (steps ≥ half its last step, step 0 excluded), times that half's length — how much
+    the score moved over the last half of the budget."""
+    rows = []
+    for key, g in curves.groupby(RUN_KEYS, sort=True):
+        last = g["step"].max()
+        tail = g[(g["step"] >= last / 2) & (g["step"] > 0)].dropna(subset=["normalized"])
+        if len(tail) < 2 or tail["step"].nunique() < 2:
+            continue
+        slope = np.polyfit(tail["step"].to_numpy(float), tail["normalized"].to_numpy(float), 1)[0]
+        span = float(tail["step"].max() - tail["step"].min())
+        rows.append({**dict(zip(RUN_KEYS, key, strict=True)), "change": slope * span})
+    return pd.DataFrame(rows, columns=[*RUN_KEYS, "change"])
+
+
+def classify_trend(changes: np.ndarray, band: float = TREND_BAND, level: float = TREND_LEVEL):
+    """(trend, mean, low, high) from per-seed changes over the last half: the seed is the
+    replicate, the interval a t-interval. ``flat`` when the interval lies inside ±band (an
+    equivalence test, checked first); ``rising`` / ``falling`` when it excludes 0 on that side;
+    else ``undetermined``. Identical changes give a zero-width interval, never NaN; one seed
+    gives ``undetermined``."""
+    x = np.asarray(changes, float)
+    if len(x) < 2:
+        return "undetermined", (float(x[0]) if len(x) else np.nan), np.nan, np.nan
+    half = stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    mean, lo, hi = float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+    if -band <= lo and hi <= band:
+        trend = "flat"
+    elif lo > 0:
+        trend = "rising"
+    elif hi < 0:
+        trend = "falling"
+    else:
+        trend = "undetermined"
+    return trend, mean, lo, hi
+
+
+def arm_trends(curves: pd.DataFrame, band: float = TREND_BAND) -> pd.DataFrame:
+    """Per (algorithm, family): the trend at the end of the budget (:func:`classify_trend` of
+    :func:`run_slopes`), in normalised score over the last half of the budget."""
+    slopes = run_slopes(curves)
+    rows = []
+    for (algo, fam), g in slopes.groupby(["algorithm", "family"]):
+        trend, mean, lo, hi = classify_trend(g["change"].to_numpy(), band)
+        rows.append(
+            {
+                "algorithm": algo,
+                "family": fam,
+                "trend": trend,
+                "trend_change": mean,
+                "trend_low": lo,
+                "trend_high": hi,
+            }
+        )
+    return pd.DataFrame(rows, columns=TREND_COLUMNS)
+
+
+# -- where a run score's variance comes from ----------------------------------------------------
+NOISE_COLUMNS = [
+    "algorithm",
+    "family",
+    "seeds",
+    "draws",
+    "eval_sd",
+    "seed_sd",
+    "eval_share_point",
+    "eval_share_multi_draw",
+    "draw_se_over_seed_sd",
+    "draws_for_a_third",
+    "eval_sd_raw",
+]
+
+
+def noise_split(draws: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Per (algorithm, family), from the final learners' independent adaptation draws: the
+    split of a run score's variance into evaluation noise and seed-to-seed variation (one-way
+    random effects, method of moments).
+
+    A draw's score is the mean over test tasks after one fresh adaptation draw and episode;
+    ``eval_sd``: the within-run SD of draw scores (normalised); ``seed_sd``: the SD of the
+    runs' true scores, √max(0, var(run means) − eval_sd² / draws); ``eval_share_point``: the
+    share of one draw's (one evaluation point's) variance that is evaluation noise;
+    ``eval_share_multi_draw``: the same for the mean over the run's draws;
+    ``draw_se_over_seed_sd``: that mean's SE over ``seed_sd``; ``draws_for_a_third``: the
+    draws that bring it under 1/3."""
+    if draws is None or draws.empty:
+        return pd.DataFrame(columns=NOISE_COLUMNS)
+    success = draws["post_success"].notna() & (draws["post_success"].astype(str) != "")
+    d = draws.assign(s=np.where(success, draws["post_success"], draws["post_return"]))
+    d = d[d["draw"] >= 1]
+    per_draw = d.groupby([*RUN_KEYS, "draw"], as_index=False)["s"].mean()
+    scale = curves.groupby("family")[["random_score", "behaviour_best"]].mean()
+    rows = []
+    for (algo, fam), g in per_draw.groupby(["algorithm", "family"]):
+        span = float(scale.loc[fam, "behaviour_best"] - scale.loc[fam, "random_score"])
+        span = span if abs(span) > 1e-8 else np.nan
+        runs = g.groupby(["suite", "seed"])["s"]
+        n_draws = int(runs.size().min())
+        if n_draws < 2:
+            continue
+        within = float(runs.var(ddof=1).mean())
+        between = float(runs.mean().var(ddof=1)) if runs.ngroups > 1 else np.nan
+        seed_var = max(0.0, between - within / n_draws) if not math.isnan(between) else np.nan
+        eval_sd, seed_sd = math.sqrt(within) / span, math.sqrt(seed_var) / span
+        se = eval_sd / math.sqrt(n_draws)
+        rows.append(
+            {
+                "algorithm": algo,
+                "family": fam,
+                "seeds": runs.ngroups,
+                "draws": n_draws,
+                "eval_sd": eval_sd,
+                "seed_sd": seed_sd,
+                "eval_share_point": within / (within + seed_var) if within + seed_var else 0.0,
+                "eval_share_multi_draw": (within / n_draws) / between if between else np.nan,
+                "draw_se_over_seed_sd": se / seed_sd if seed_sd > 0 else np.inf,
+                "draws_for_a_third": (math.ceil(9 * within / seed_var) if seed_var > 0 else np.nan),
+                "eval_sd_raw": math.sqrt(within),
+            }
+        )
+    return pd.DataFrame(rows, columns=NOISE_COLUMNS)
+
+
+def truncate_curves(curves: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """Each run's curve up to ``fraction`` of its own last step (the budget checkpoints)."""
+    last = curves.groupby(RUN_KEYS)["step"].transform("max")
+    return curves[curves["step"] <= fraction * last + 1e-9].reset_index(drop=True)

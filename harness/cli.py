@@ -286,18 +286,19 @@ def _cmd_run(args) -> None:
 
     from harness.collect.build import build
     from harness.executors import RunOptions, SlurmOptions, run_all
-    from harness.plots import build_report
+    from harness.report import build_report, declaration
     from harness.runner import (
         check_run_folder,
         load_final_draws,
         load_online,
+        load_provenance,
         load_results,
         load_train_logs,
         run_dir,
         run_state,
         write_plan,
     )
-    from harness.suite import load_suite
+    from harness.suite import load_suite, record_declaration
 
     seeds = _seeds(args.seeds) if args.seeds else None
     name, runs, raw = load_suite(args.suite, _csv(args.algorithms), _csv(args.families), seeds)
@@ -312,6 +313,7 @@ def _cmd_run(args) -> None:
         if args.against is not None:  # refused before any run starts on foreign data
             _check_against(fam, budget, dseed, args.root, args.against)
     write_plan(args.results, name, runs)
+    record_declaration(args.results / name, _launch_grid(raw, runs))
     steps = {i: run_state(run_dir(args.results, r), r.steps) for i, r in enumerate(runs)}
     at = {i: (r.steps if steps[i].status == "done" else steps[i].step) for i, r in enumerate(runs)}
     bar = tqdm(
@@ -362,10 +364,13 @@ def _cmd_run(args) -> None:
     if counts.get("busy"):
         print(f"{counts['busy']} run(s) skipped: another launch is executing them")
     try:
+        rows = load_results(args.results / name)
         out = build_report(
-            load_results(args.results / name),
+            rows,
             args.reports / name,
             f"Suite: {name}",
+            declared=declaration(rows, [args.results / name]),
+            provenance=load_provenance(args.results / name),
             train=load_train_logs(args.results / name),
             draws=load_final_draws(args.results / name),
             online=load_online(args.results / name),
@@ -480,9 +485,28 @@ def _cmd_evaluate(args) -> None:
         )
 
 
+def _launch_grid(raw: dict, runs) -> dict:
+    """The suite file's declaration, widened by what this launch adds (--algorithms, a plug-in
+    learner named by its class, --families): results name algorithms by label or class name."""
+    from algorithms.base import learner_class
+    from harness.suite import declared_grid
+
+    grid = declared_grid(raw)
+    names = {r.label or learner_class(r.algorithm).name for r in runs}
+    grid["algorithms"] = sorted({a for a in grid["algorithms"] if ":" not in a} | names)
+    grid["families"] = list(dict.fromkeys([*grid["families"], *(r.family for r in runs)]))
+    return grid
+
+
 def _cmd_report(args) -> None:
-    from harness.plots import build_report
-    from harness.runner import load_final_draws, load_online, load_results, load_train_logs
+    from harness.report import build_report, declaration
+    from harness.runner import (
+        load_final_draws,
+        load_online,
+        load_provenance,
+        load_results,
+        load_train_logs,
+    )
 
     dirs = [Path(d) for d in args.results_dir]
     missing = [str(d) for d in dirs if not d.is_dir()]
@@ -505,6 +529,8 @@ def _cmd_report(args) -> None:
         load_train_logs(dirs),
         load_final_draws(dirs),
         load_online(dirs),
+        declared=declaration(rows, dirs),
+        provenance=load_provenance(dirs),
     )
     print(f"report: {out / 'README.md'}")
     if args.readme is not None:
@@ -544,7 +570,8 @@ def _refuse_foreign_runs(rows, against: Path) -> None:
 def _cmd_plan(args) -> None:
     from harness.aggregate import per_seed_curves, run_scores, to_markdown
     from harness.power import describe, plan_table
-    from harness.runner import load_results
+    from harness.report import declaration
+    from harness.runner import load_final_draws, load_results
 
     dirs = [Path(d) for d in args.results_dir]
     missing = [str(d) for d in dirs if not d.is_dir()]
@@ -554,11 +581,47 @@ def _cmd_plan(args) -> None:
     rows = rows[rows["finished"]] if "finished" in rows else rows
     if rows.empty:
         raise ValueError("no finished runs to plan from")
+    declared = declaration(rows, dirs)
     plan = plan_table(
-        run_scores(per_seed_curves(rows)), alpha=args.alpha, power=args.power, method=args.method
+        run_scores(per_seed_curves(rows), draws=load_final_draws(dirs)),
+        alpha=args.alpha,
+        power=args.power,
+        method=args.method,
+        declared=declared,
     )
-    print(describe(args.method, args.alpha, args.power, max(1, len(plan))))
+    print(describe(args.method, args.alpha, args.power, declared.primary_score))
     print(to_markdown(plan) if len(plan) else "No claim is answerable from these runs.")
+
+
+def _cmd_tune(args) -> None:
+    from harness.aggregate import per_seed_curves, run_scores, to_markdown
+    from harness.findings import SCORES
+    from harness.report import declaration
+    from harness.runner import load_final_draws, load_results
+    from harness.tune import choose, describe_choice, tuning_table, write_choice
+
+    if not args.results_dir.is_dir():
+        raise FileNotFoundError(f"no results folder {args.results_dir}")
+    rows = load_results(args.results_dir)
+    rows = rows[rows["finished"]]
+    if rows.empty:
+        raise ValueError(f"{args.results_dir}: no finished tuning runs yet")
+    declared = declaration(rows, [args.results_dir])
+    final = run_scores(per_seed_curves(rows), draws=load_final_draws(args.results_dir))
+    table = tuning_table(final, SCORES[declared.primary_score])
+    if table.empty:
+        raise ValueError(f"{args.results_dir}: no runs labelled as grid points (e.g. macaw@3e-04)")
+    choice = choose(table)
+    print(to_markdown(table))
+    print(f"choice ({declared.primary_score} on validation tasks): {describe_choice(choice)}")
+    if args.write is not None:
+        pending = sorted(a for a, v in choice.items() if v is None)
+        if pending:
+            raise ValueError(
+                f"not written: {', '.join(pending)} still lack finished runs at some grid point"
+            )
+        write_choice(args.write, {a: v for a, v in choice.items() if v is not None})
+        print(f"written: {args.write}")
 
 
 def _cmd_speed(args) -> None:
@@ -737,6 +800,20 @@ def make_parser() -> argparse.ArgumentParser:
         help="exact: simulate the exact Mann–Whitney test; t: two-sample t-test (statsmodels)",
     )
     pl.set_defaults(fn=_cmd_plan)
+
+    tu = sub.add_parser(
+        "tune", help="the learning-rate choice of a tuning suite's runs (results/tune)"
+    )
+    tu.add_argument("results_dir", type=Path, help="e.g. results/tune or reports/tuning")
+    tu.add_argument(
+        "--write",
+        type=Path,
+        default=None,
+        metavar="SUITE",
+        help="write the chosen outer rates into this suite file (e.g. "
+        "harness/suites/reference.toml); refused until every grid point has its seeds",
+    )
+    tu.set_defaults(fn=_cmd_tune)
 
     sp = sub.add_parser("speed", help="speed report (curves, ratios) from a benchmark JSON file")
     sp.add_argument("bench_json", help="pytest-benchmark --benchmark-json output")

@@ -71,24 +71,29 @@ def score_table(results: pd.DataFrame, levels: dict[str, dict[str, float]]) -> s
 
 
 def _verdict(row) -> str:
+    """The verdict's words, its decision in bold where decisive."""
     v = str(row.verdict)
-    if v in ("holds", "fails"):
-        return f"**{v}** (adjusted p {row.p_holm:.2g})"
+    for word in ("holds", "fails"):
+        if v.startswith(word):
+            return f"**{word}**{v[len(word) :]}"
     return v
 
 
 def claims_table(findings: pd.DataFrame) -> str:
-    """One line per (claim, family) row as computed, then each multi-family claim's whole row."""
-    per_family = findings[~findings["family"].astype(str).str.startswith("all ")]
-    whole = findings[findings["family"].astype(str).str.startswith("all ")]
+    """Per hypothesis family (Holm runs within each), its (claim, family) rows as computed,
+    then each multi-family claim's whole row with its breakdown."""
+    is_whole = findings["family"].astype(str).str.startswith("all ")
     lines = [
-        f"| claim | family | runs | exact test, Holm over the report's {len(per_family)} rows |",
-        "|---|---|---|---|",
+        "| hypothesis family (rows) | claim | family | runs | verdict: exact test, Holm within "
+        "the hypothesis family |",
+        "|---|---|---|---|---|",
     ]
-    for r in per_family.itertuples():
-        lines.append(f"| {r.claim} | {r.family} | {r.runs} | {_verdict(r)} |")
-    for r in whole.itertuples():
-        lines.append(f"| {r.claim} | {r.family} (every family's row) | | {r.verdict} |")
+    for hf, g in findings.groupby("hypothesis_family", sort=False):
+        m = int((~g["family"].astype(str).str.startswith("all ")).sum())
+        for r in g[~is_whole.loc[g.index]].itertuples():
+            lines.append(f"| {hf} ({m}) | {r.claim} | {r.family} | {r.runs} | {_verdict(r)} |")
+        for r in g[is_whole.loc[g.index]].itertuples():
+            lines.append(f"| {hf} ({m}) | {r.claim} | {r.family} (every row) | | {_verdict(r)} |")
     return "\n".join(lines)
 
 

@@ -5,8 +5,9 @@
   most a tenth of them), band = ± one standard error over seeds;
 * ``final``: run score per family and algorithm, mean over seeds with its 95 % t-interval;
 * ``aggregate``: IQM and mean of normalised scores over all families, with 95% CIs;
-* ``profile``: performance profile of normalised scores.
-Each is written as PNG and PDF.
+* ``profile``: performance profile of normalised scores;
+* ``budget``: every findings row's decision at each budget checkpoint.
+Each is written as PNG and PDF; the report around them is ``harness/report.py``.
 """
 
 from __future__ import annotations
@@ -20,21 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.aggregate import (  # noqa: E402
-    LAST_K,
-    ONLINE_LAST,
-    RUN_KEYS,
-    aggregate_table,
-    online_gains,
-    per_seed_curves,
-    performance_profile,
-    results_table,
-    run_costs,
-    run_scores,
-    to_markdown,
-)
-from harness.findings import ALPHA, findings_table  # noqa: E402
-from harness.power import describe, plan_table  # noqa: E402
+from harness.aggregate import performance_profile  # noqa: E402
 
 PAPER_LEVELS = Path(__file__).parent / "paper_levels.toml"
 
@@ -46,11 +33,18 @@ def paper_levels() -> dict[str, dict[str, float]]:
     return tomllib.loads(PAPER_LEVELS.read_text())["levels"]
 
 
-COLORS = {"macaw": "#1f77b4", "meta-bc": "#ff7f0e", "mt-ft": "#2ca02c", "pearl": "#d62728"}
+COLORS = {
+    "macaw": "#1f77b4",
+    "meta-bc": "#ff7f0e",
+    "mt-ft": "#2ca02c",
+    "pearl": "#d62728",
+    "focal": "#9467bd",
+    "prompt-dt": "#8c564b",
+}
 
 
 def _color(algo: str, i: int) -> str:
-    return COLORS.get(algo, plt.get_cmap("tab10")(4 + i % 6))
+    return COLORS.get(algo, plt.get_cmap("tab10")(6 + i % 4))
 
 
 def _save(fig, out: Path, name: str) -> list[str]:
@@ -189,190 +183,54 @@ def plot_online(online: pd.DataFrame, out: Path) -> None:
     _save(fig, out, "online")
 
 
-def _cost_section(rows: pd.DataFrame, out: Path) -> list[str]:
-    """The report's "Cost" section and ``costs.csv``: measured CPU-hours per algorithm and
-    family, and what the whole costs on 2 cores and on N workers."""
-    if "wall_time" not in rows:
-        return []
-    costs = run_costs(rows)
-    if costs.empty:
-        return []
-    costs.to_csv(out / "costs.csv", index=False)
-    total, longest = costs["cpu_hours"].sum(), costs["longest_min"].max() / 60.0
-    spans = ", ".join(f"{n} workers ≈ {max(longest, total / n):.1f} h" for n in (2, 16, 64))
-    return [
-        "## Cost",
-        "",
-        "Measured from the runs themselves: a run's wall time is its last metric row's "
-        "`wall_time` (training and its evaluation points, resumes summed, one thread per "
-        "worker), so its CPU time on the machine it ran on; the final multi-draw scoring and "
-        "online fine-tuning after it are not counted. "
-        f"All {int(costs['runs'].sum())} runs: **{total:.1f} CPU-hours**. Run on N workers "
-        "(`--workers`, Ray or SLURM: docs/running.md), the wall time is about CPU-hours / N "
-        f"and never below the longest run ({longest:.1f} h): {spans}.",
-        "",
-        to_markdown(costs),
-        "",
-    ]
+DECISION_COLORS = {
+    "holds": "#2ca02c",
+    "fails": "#d62728",
+    "inconclusive": "#bdbdbd",
+    "too few runs": "#fdd0a2",
+    "not run": "#ffffff",
+}
 
 
-def build_report(
-    rows: pd.DataFrame,
-    out: Path,
-    title: str,
-    include_partial: bool = False,
-    train: pd.DataFrame | None = None,
-    draws: pd.DataFrame | None = None,
-    online: pd.DataFrame | None = None,
-) -> Path:
-    """Figures, tables (CSV + markdown) and a README.md embedding them, under ``out``.
+def plot_budget(by_budget: pd.DataFrame, out: Path) -> bool:
+    """Rows (claim · family) × budget checkpoints, coloured by the decision at each: a verdict
+    that is a property of the budget shows as a row that changes colour."""
+    if by_budget.empty:
+        return False
+    keys = list(dict.fromkeys(zip(by_budget["claim"], by_budget["family"], strict=True)))
+    qs = sorted(by_budget["checkpoint"].unique())
+    cell = {(r.claim, r.family, r.checkpoint): r.decision for r in by_budget.itertuples()}
+    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * len(qs) + 3.5, 0.28 * len(keys) + 1.2))
+    for i, (claim, fam) in enumerate(keys):
+        for j, q in enumerate(qs):
+            d = cell.get((claim, fam, q), "not run")
+            ax.add_patch(
+                plt.Rectangle((j, i), 1, 1, color=DECISION_COLORS.get(d, "#ffffff"), ec="grey")
+            )
+    ax.set_xlim(0, len(qs))
+    ax.set_ylim(len(keys), 0)
+    ax.set_xticks(np.arange(len(qs)) + 0.5, [f"{q:.0%}" for q in qs], fontsize=8)
+    ax.set_yticks(np.arange(len(keys)) + 0.5, [f"{c} · {f}" for c, f in keys], fontsize=7)
+    ax.set_xlabel("budget checkpoint (share of each run's steps)", fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, ec="grey") for c in DECISION_COLORS.values()]
+    ax.legend(
+        handles, list(DECISION_COLORS), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0)
+    )
+    _save(fig, out, "budget")
+    return True
 
-    Runs without ``done.json`` (column ``finished``) are drawn in the curves but left out of
-    the score tables and the findings unless ``include_partial``; the README lists them.
-    ``train``: the runs' training logs (:func:`harness.runner.load_train_logs`), drawn as loss
-    curves when given; ``draws``: their multi-draw final rows
-    (:func:`harness.runner.load_final_draws`), a robustness column when given; ``online``:
-    their online fine-tuning rows (:func:`harness.runner.load_online`), drawn and tested.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    curves = per_seed_curves(rows)
-    if "finished" not in rows:
-        rows = rows.assign(finished=True)
-    status = rows.groupby(RUN_KEYS)[["finished", "step"]].agg({"finished": "all", "step": "max"})
-    partial = status[~status["finished"]].reset_index()
-    final = run_scores(curves, draws=draws)
-    if not include_partial and len(partial):
-        keep = final.merge(status.reset_index()[[*RUN_KEYS, "finished"]], on=RUN_KEYS)
-        final = keep[keep["finished"]].drop(columns="finished").reset_index(drop=True)
-    if final.empty:
-        raise ValueError(
-            f"no finished runs to report in {title} ({len(partial)} partial; "
-            "use --include-partial to report them)"
+
+def plot_tuning(tuning: pd.DataFrame, out: Path) -> None:
+    """Validation score against the outer-rate grid value, one panel per algorithm."""
+    algos = sorted(tuning["algorithm"].unique())
+    fig, axes = plt.subplots(1, len(algos), figsize=(2.8 * len(algos), 2.8), squeeze=False)
+    for i, (ax, algo) in enumerate(zip(axes[0], algos, strict=True)):
+        g = tuning[tuning["algorithm"] == algo].sort_values("lr")
+        ax.errorbar(
+            g["lr"], g["mean"], yerr=g["se"].fillna(0), fmt="o-", capsize=3, color=_color(algo, i)
         )
-    has_online = online is not None and len(online) > 0
-    if has_online:
-        final = final.merge(online_gains(online), on=RUN_KEYS, how="left")
-    table = results_table(final)
-    agg = aggregate_table(final)
-    findings = findings_table(final)
-    plan = plan_table(final)
-    final.to_csv(out / "runs.csv", index=False)
-    findings.to_csv(out / "findings.csv", index=False)
-    plan.to_csv(out / "plan.csv", index=False)
-    table.to_csv(out / "results.csv", index=False)
-    agg.to_csv(out / "aggregate.csv", index=False)
-    curves.to_csv(out / "curves.csv", index=False)
-    plot_curves(curves, out)
-    plot_final(table, out)
-    plot_aggregate(agg, out)
-    plot_profile(final, out)
-    has_training = train is not None and plot_training(train, out)
-    n_runs = final.groupby(["algorithm", "family", "seed"]).ngroups
-    points = sorted(final["points"].unique())
-    n_tests = int(findings["p"].notna().sum())
-    notes = out / "NOTES.md"  # kept by hand (a campaign log, data notes): survives rebuilds
-    text = [
-        f"# {title}",
-        "",
-        *([notes.read_text().strip(), ""] if notes.exists() else []),
-        f"{n_runs} runs: {', '.join(sorted(final['algorithm'].unique()))} on "
-        f"{', '.join(sorted(final['family'].unique()))}, seeds "
-        f"{', '.join(str(s) for s in sorted(final['seed'].unique()))}. Every algorithm of a "
-        "family adapted on byte-identical adaptation sets (sha256 in the metric rows).",
-        "",
-        "**Run score**: the return (or Meta-World success rate) after adaptation, mean over "
-        f"test tasks, averaged over the run's last {'/'.join(map(str, points))} evaluation "
-        f"points after step 0 (the last {LAST_K}, or the last half of a shorter curve): one "
-        "point is one episode per task after one adaptation draw, too noisy to score a run "
-        "alone. `final_point`: the last point alone; `multi_draw` (where recorded): the "
-        "final learner over several independent adaptation draws. Normalised: 0 = uniform "
-        "random policy (one score per family), 1 = best behaviour episodes of the test tasks' "
-        "data. Per family: mean ± SE over seeds with a 95 % t-interval; across families: IQM "
-        "and mean with 95 % stratified-bootstrap CIs (50 000 resamples).",
-        "",
-        "![learning curves](curves.png)",
-        "",
-        "## Run scores",
-        "",
-        to_markdown(table),
-        "",
-        "![final](final.png)",
-        "",
-        "## Aggregate over families (normalised)",
-        "",
-        to_markdown(agg),
-        "",
-        "![aggregate](aggregate.png)",
-        "",
-        "![performance profile](profile.png)",
-        "",
-        "## The claims, from these results",
-        "",
-        f"Each (claim, family) row: a two-sided exact Mann–Whitney test of the two arms' "
-        f"normalised run scores (an exact permutation test of the same statistic where scores "
-        f"tie), Holm-adjusted over the {n_tests} rows below. *holds* / *fails*: adjusted p ≤ "
-        f"{ALPHA:g} with the effect on / against the claimed side; *too few runs*: even a "
-        "complete separation could not reach the level Holm needs here; *inconclusive*: it "
-        "could have, and did not. A claim over several families holds only where every "
-        "family's row holds (its `all N` row). A `≥` claim is a non-inferiority test with the "
-        "margin shown. P(X > Y) and its bootstrap CI are the effect size, not the rule.",
-        "",
-        to_markdown(findings) if len(findings) else "No claim is answerable here.",
-        "",
-        "## Seeds each claim needs",
-        "",
-        describe("exact", ALPHA, 0.8, max(1, n_tests)),
-        "",
-        to_markdown(plan) if len(plan) else "No claim is answerable here.",
-        "",
-    ]
-    text += _cost_section(rows, out)
-    if has_online:
-        plot_online(online, out)
-        gains = final.dropna(subset=["online_gain"])
-        summary = gains.groupby(["algorithm", "family"])["online_gain"].agg(
-            ["count", "mean", "sem"]
-        )
-        text += [
-            "## Online fine-tuning",
-            "",
-            "After training, per fine-tuned test task: the offline adaptation, then rounds of 3 "
-            "scored episodes and one exploration trajectory added to the task's buffer "
-            "(harness/online.py). `online_gain`: the mean return of the last "
-            f"{ONLINE_LAST} rounds minus round 0's, normalised, mean over tasks; tested by the "
-            "claims above with `score = online_gain`. Learners without online fine-tuning: "
-            + (", ".join(sorted(set(final["algorithm"]) - set(gains["algorithm"]))) or "none")
-            + ".",
-            "",
-            to_markdown(summary.reset_index().rename(columns={"count": "seeds"})),
-            "",
-            "![online fine-tuning](online.png)",
-            "",
-        ]
-    if has_training:
-        text += [
-            "## Training losses",
-            "",
-            "From each run's `train.csv`, mean over seeds.",
-            "",
-            "![training losses](training.png)",
-            "",
-        ]
-    if len(partial):
-        text += [
-            "## Partial runs",
-            "",
-            "Not finished, so "
-            + ("included as they stand" if include_partial else "left out of the tables")
-            + ": "
-            + ", ".join(
-                f"{r.algorithm} {r.family} seed {r.seed} (partial: stopped at step {r.step})"
-                for r in partial.itertuples()
-            ),
-            "",
-        ]
-    text += [
-        "Rebuild from the result files with `python -m harness report <results>/<suite>`.",
-    ]
-    (out / "README.md").write_text("\n".join(text) + "\n")
-    return out
+        ax.set_xscale("log")
+        ax.set_title(algo, fontsize=9)
+        ax.set_xlabel("outer learning rate (largest)", fontsize=8)
+    axes[0][0].set_ylabel("validation score (normalised)")
+    _save(fig, out, "tuning")

@@ -8,8 +8,10 @@ them, under a normal model of run scores with the pooled standard deviation (a p
   test at n runs per arm and take the smallest n whose simulated power reaches the target;
 * ``t``: the textbook two-sample t-test answer (``statsmodels``' ``TTestIndPower``), rounded up.
 
-Both at the Holm level a row must clear when it is tested first, α / m over the report's m
-rows (Holm's first threshold; conservative, as later rows face looser ones).
+Both at the Holm level a row must clear when it is tested first, α / m over the m rows of its
+*hypothesis family* (Holm's first threshold within the family, whose size the claims file and
+the suite fix: harness.findings; conservative, as later rows face looser ones), on the suite's
+primary run score (its spread includes that score's measured evaluation noise).
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.power import TTestIndPower
 
-from harness.findings import ALPHA, CLAIMS, Claim, claim_rows, seeds_to_reach
+from harness.findings import (
+    ALPHA,
+    CLAIMS,
+    SCORES,
+    Claim,
+    Declaration,
+    claim_rows,
+    seeds_to_reach,
+)
 
 MAX_SEEDS = 100
 METHODS = ("exact", "t")
@@ -94,21 +104,33 @@ def plan_table(
     alpha: float = ALPHA,
     power: float = 0.8,
     method: str = "exact",
+    declared: Declaration | None = None,
 ) -> pd.DataFrame:
-    """Per (claim, family) row: the measured difference and spread, and the runs per arm that
-    would give ``power`` under Holm over all the rows (at α / m)."""
+    """Per declared (claim, family) row: the measured difference and spread under the primary
+    score, and the runs per arm that would give ``power`` under Holm within the row's
+    hypothesis family (at α / m, m its declared rows; rows not run yet count in m)."""
     if method not in METHODS:
         raise ValueError(f"unknown power method {method!r}; known: {', '.join(METHODS)}")
-    rows = claim_rows(final, CLAIMS if claims is None else claims)
-    level = alpha / max(1, len(rows))
+    declared = declared or Declaration.of_runs(final)
+    column = SCORES[declared.primary_score]
+    rows = claim_rows(final, CLAIMS if claims is None else claims, declared, column)
+    sizes: dict[str, int] = {}
+    for r in rows:
+        hf = r["claim"].hypothesis_family
+        sizes[hf] = sizes.get(hf, 0) + 1
     out = []
     for r in rows:
         x, y = r["x"], r["y"]
-        diff = float(x.mean() - y.mean())
+        m = sizes[r["claim"].hypothesis_family]
+        level = alpha / m
+        ran = len(x) > 0 and len(y) > 0
+        diff = float(x.mean() - y.mean()) if ran else float("nan")
         var = [np.var(a, ddof=1) if len(a) > 1 else np.nan for a in (x, y)]
         sd = float(np.sqrt(np.nanmean(var))) if not np.isnan(var).all() else float("nan")
-        if math.isnan(sd) or diff == 0:
+        if not ran:
             need: int | None = None
+        elif math.isnan(sd) or diff == 0:
+            need = None
         elif method == "t":
             need = (
                 seeds_to_reach(level)
@@ -118,34 +140,47 @@ def plan_table(
             need = None if need > MAX_SEEDS else need
         else:
             need = exact_seeds(diff, sd, level, power)
+        if not ran:
+            words = f"not run: at least {seeds_to_reach(level)} per arm can decide it"
+        elif diff == 0:
+            words = "no difference measured"
+        else:
+            words = str(need) if need is not None else f"> {MAX_SEEDS}"
         out.append(
             {
+                "hypothesis_family": r["claim"].hypothesis_family,
                 "claim": r["claim"].text,
                 "family": r["family"],
                 "runs": f"{len(x)} vs {len(y)}",
+                "family_rows": m,
                 "difference": diff,
                 "sd": sd,
-                "seeds_needed": (
-                    "no difference measured"
-                    if diff == 0
-                    else str(need)
-                    if need is not None
-                    else f"> {MAX_SEEDS}"
-                ),
+                "seeds_needed": words,
             }
         )
-    return pd.DataFrame(
-        out, columns=["claim", "family", "runs", "difference", "sd", "seeds_needed"]
-    )
+    return pd.DataFrame(out, columns=PLAN_COLUMNS)
 
 
-def describe(method: str, alpha: float, power: float, m: int) -> str:
+PLAN_COLUMNS = [
+    "hypothesis_family",
+    "claim",
+    "family",
+    "runs",
+    "family_rows",
+    "difference",
+    "sd",
+    "seeds_needed",
+]
+
+
+def describe(method: str, alpha: float, power: float, score: str = "last-k") -> str:
     """One line naming how the plan was computed (printed above every plan table)."""
     how = {
         "exact": "simulation of the two-sided exact Mann–Whitney test (normal scores, pooled SD)",
         "t": "two-sample t-test (statsmodels TTestIndPower, Cohen's d from the pooled SD)",
     }[method]
     return (
-        f"Seeds per arm for {power:.0%} power at α/m = {alpha:g}/{m} (Holm's first threshold) "
-        f"at the measured difference and spread: {how}. A pilot's SD is uncertain: lower bounds."
+        f"Seeds per arm for {power:.0%} power at α/m = {alpha:g}/m, m the rows of the row's "
+        f"hypothesis family (Holm's first threshold there), at the measured difference and "
+        f"spread of the {score} score: {how}. A pilot's SD is uncertain: lower bounds."
     )

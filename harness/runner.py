@@ -22,6 +22,7 @@ rows an uninterrupted one would — none lost, none duplicated. Nothing the run 
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import hashlib
@@ -76,6 +77,9 @@ COLUMNS = [
 
 
 Budget = Literal["tiny", "small", "default"]
+Split = Literal["test", "validation"]
+LATER_FIELDS: dict[str, Any] = {"split": "test"}
+"""RunConfig fields added after committed runs, with the default their identity omits."""
 Slice = Literal["all", "first", "middle", "last"]
 Fraction = Annotated[float, Interval(gt=0.0, le=1.0)]
 
@@ -147,6 +151,10 @@ class RunConfig:
     label: str = ""
     """the name in results and plots (a suite variant such as "macaw-no-head"); default: the
     algorithm's registered name"""
+    split: Split = "test"
+    """test: train on the family's train tasks, evaluate on its test tasks; validation: train on
+    the train tasks less the validation tasks and evaluate on those (:func:`validation_tasks`;
+    the learning-rate tuning, which never sees a test task)"""
 
     @property
     def run_id(self) -> str:
@@ -154,7 +162,13 @@ class RunConfig:
         return f"{algo}__{self.family}__seed{self.seed}"
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The run's identity. A field added after runs were made is left out at its default,
+        so every earlier run folder keeps its identity and resumes."""
+        out = dataclasses.asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if out.get(name) == default:
+                del out[name]
+        return out
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
@@ -172,6 +186,95 @@ def select_train_tasks(train: list[int], n: int | None) -> list[int]:
         raise ValueError(f"train_tasks must be ≥ 1, got {n}")
     positions = [round(i * (len(train) - 1) / (n - 1)) for i in range(n)] if n > 1 else [0]
     return [train[p] for p in positions]
+
+
+VALIDATION_TASKS = 5
+"""How many train tasks a validation split holds out (as many as most families' test tasks)."""
+
+
+def validation_tasks(train: list[int], test: list[int], n: int = VALIDATION_TASKS) -> list[int]:
+    """``n`` train tasks evenly spaced over the train list, held out for validation: never a
+    test task. A family whose train tasks are its test tasks (cheetah-dir) has none."""
+    if set(train) & set(test):
+        raise RunError(
+            "this family's train tasks include its test tasks, so it has no validation tasks "
+            "(tune on a family with separate test tasks)"
+        )
+    if len(train) <= n:
+        raise RunError(f"{len(train)} train tasks are too few to hold {n} out for validation")
+    held = select_train_tasks(train, n)
+    assert not set(held) & set(test)
+    return held
+
+
+def split_view(family, split: str):
+    """The family as a run of ``split`` sees it: for ``validation``, a copy whose test tasks
+    are the validation tasks and whose train tasks are the rest."""
+    if split == "test":
+        return family
+    held = validation_tasks(family.train_indices, family.test_indices)
+    view = copy.copy(family)
+    view.train_indices = [t for t in family.train_indices if t not in held]
+    view.test_indices = held
+    return view
+
+
+def code_version() -> str:
+    """The code a run segment was made with: ``git describe --always --dirty`` of the
+    project's repository, else the installed package's version."""
+    import subprocess
+    from importlib import metadata
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return "package " + metadata.version("offline-meta-rl-bench")
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+
+PROVENANCE = "provenance.json"
+"""``segments``: per execution of a run (a resumed run spans several), the step it started
+from and the code it ran (:func:`code_version`). Outside the run's identity: a run started at
+one commit resumes at a later one."""
+
+
+def record_segment(out: Path, step: int, version: str | None = None) -> None:
+    """Append this execution's segment to the run's provenance."""
+    entry = {"from_step": int(step), "code": version or code_version()}
+
+    def merge(old: dict[str, Any]) -> dict[str, Any]:
+        return {"segments": [*old.get("segments", []), entry]}
+
+    update_json(out / PROVENANCE, merge)
+
+
+def run_codes(out: Path) -> list[str]:
+    """The distinct code versions of a run's segments, in the order they ran ([] before
+    provenance was recorded)."""
+    path = Path(out) / PROVENANCE
+    if not path.exists():
+        return []
+    segments = json.loads(path.read_text()).get("segments", [])
+    return list(dict.fromkeys(seg["code"] for seg in segments))
+
+
+def load_provenance(results_suite_dir) -> dict[str, list[str]]:
+    """run folder name → :func:`run_codes`, for every run of one folder or several."""
+    dirs = [results_suite_dir] if isinstance(results_suite_dir, str | Path) else results_suite_dir
+    return {
+        p.name: run_codes(p) for d in dirs for p in sorted(Path(d).glob("runs/*")) if p.is_dir()
+    }
 
 
 def run_dir(results: Path, cfg: RunConfig) -> Path:
@@ -351,7 +454,7 @@ class _RunLoop:
         self, cfg: RunConfig, out: Path, data_dir: Path, dataset_sha: str, watch: _Watch
     ) -> None:
         self.cfg, self.out, self.watch, self.dataset_sha = cfg, out, watch, dataset_sha
-        self.family = family = make_family(cfg.family)
+        self.family = family = split_view(make_family(cfg.family), cfg.split)
         self.train = select_train_tasks(family.train_indices, cfg.train_tasks)
         self.test = family.test_indices
         tasks = sorted(set(self.train) | set(self.test))
@@ -399,6 +502,7 @@ class _RunLoop:
             self.n_train = ckpt.get("train_rows", 0)
         _truncate_rows(self.metrics_path, self.n_rows)
         _truncate_rows(self.train_path, self.n_train)
+        record_segment(self.out, self.step)
         if self.watch.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -542,6 +646,7 @@ class _RunLoop:
             # where and how long (with the final scoring): the costs of pooled machines
             "cpu": cpu_model(),
             "wall_time": round(time.perf_counter() - self.t0, 3),
+            "code": run_codes(out),
         }
         atomic_write(out / "done.json", json.dumps(done) + "\n")
         if not cfg.keep_checkpoint:

@@ -25,6 +25,12 @@ use_next_obs_in_context = true
 algorithm = "macaw"
 learner = { advantage_head = false }
 # also: run = {...}, eval = {...}
+
+primary_score = "multi-draw"  # the run score the verdicts test, declared before the runs:
+                              # last-k (default) | multi-draw | final-point (harness.findings)
+
+[tune]                     # the learning-rate tuning protocol (harness/tune.py): every run at
+grid = [1e-4, 3e-4, 1e-3]  # each grid value of its outer rates, labelled e.g. macaw@3e-04
 ```
 Every key is checked: an unknown one is an error naming the file and listing the known keys.
 """
@@ -39,7 +45,9 @@ from typing import Any
 from algorithms.base import check_value, field_hints, learner_class, make_config
 from envs import make_family
 from harness.evaluate import EvalConfig
+from harness.findings import DEFAULT_PRIMARY, SCORES
 from harness.runner import RunConfig
+from harness.tune import GRID, grid_runs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,6 +65,8 @@ TOP_KEYS = {
     "learner",
     "family",
     "variants",
+    "primary_score",
+    "tune",
 }
 RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {
     "suite",
@@ -147,6 +157,9 @@ def load_suite(
     file_seeds = _check_list(path, raw, "seeds", int) if "seeds" in raw else [0]
     if "description" in raw and not isinstance(raw["description"], str):
         raise SuiteError(f"{path} description: expected a string")
+    primary = raw.get("primary_score", DEFAULT_PRIMARY)
+    if primary not in SCORES:
+        raise SuiteError(f"{path} primary_score = {primary!r}: known: {', '.join(SCORES)}")
     algos = algorithms or file_algos
     fams = families or file_fams
     seed_list = seeds if seeds is not None else file_seeds
@@ -221,4 +234,62 @@ def load_suite(
                         **{**raw.get("run", {}), **ft.get("run", {}), **var.get("run", {})},
                     )
                 )
+    if "tune" in raw:
+        runs = grid_runs(runs, _tune_grid(path, raw["tune"]))
     return name, runs, raw
+
+
+def _tune_grid(path: Path, table: Any) -> tuple[float, ...]:
+    _check_keys(f"{path} [tune]", table, {"grid"})
+    grid = table.get("grid", list(GRID))
+    if (
+        not isinstance(grid, list)
+        or not grid
+        or not all(isinstance(g, float) and g > 0 for g in grid)
+    ):
+        raise SuiteError(f"{path} [tune] grid = {grid!r}: expected a list of positive floats")
+    return tuple(grid)
+
+
+def declared_grid(raw: dict[str, Any]) -> dict[str, Any]:
+    """What a suite declares for its verdicts before any run: its algorithms (variant labels
+    as results name them), task families and primary score (``harness.findings.Declaration``)."""
+    return {
+        "algorithms": sorted(raw.get("algorithms", [])),
+        "families": list(raw.get("families", [])),
+        "primary_score": raw.get("primary_score", DEFAULT_PRIMARY),
+    }
+
+
+def builtin_grid(name: str) -> dict[str, Any] | None:
+    """:func:`declared_grid` of a built-in suite (``None`` when there is no such suite)."""
+    path = SUITES_DIR / f"{name}.toml"
+    return declared_grid(tomllib.loads(path.read_text())) if path.exists() else None
+
+
+DECLARATION = "suite.json"
+"""``<results>/<suite>/suite.json``: what the suite's launches declared (:func:`declared_grid`),
+read by ``report`` so that a report's hypothesis families do not depend on the runs present."""
+
+
+def record_declaration(suite_dir: Path, grid: dict[str, Any]) -> None:
+    """Merge ``grid`` into the suite folder's declaration (under its lock); a launch with
+    another primary score than the one declared before is refused: the score is fixed before
+    the runs."""
+    from harness.results import update_json
+
+    def merge(old: dict[str, Any]) -> dict[str, Any]:
+        if old and old.get("primary_score") != grid["primary_score"]:
+            raise SuiteError(
+                f"{suite_dir / DECLARATION} declares primary_score "
+                f"{old.get('primary_score')!r}; this launch asks {grid['primary_score']!r}: use "
+                "another --results folder or suite name"
+            )
+        return {
+            "suite": Path(suite_dir).name,
+            "algorithms": sorted(set(old.get("algorithms", [])) | set(grid["algorithms"])),
+            "families": list(dict.fromkeys([*old.get("families", []), *grid["families"]])),
+            "primary_score": grid["primary_score"],
+        }
+
+    update_json(Path(suite_dir) / DECLARATION, merge)

@@ -22,8 +22,9 @@ from harness.findings import (
     smallest_p,
     whole_verdict,
 )
-from harness.plots import build_report, paper_levels
+from harness.plots import paper_levels
 from harness.power import exact_seeds, plan_table, ttest_seeds
+from harness.report import build_report
 
 BEATS = Claim("X > Y", "x", "y", ">")
 
@@ -40,6 +41,11 @@ def _final(scores: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
 def _verdict(x, y, claims=(BEATS,)) -> str:
     table = findings_table(_final({("x", "f"): x, ("y", "f"): y}), list(claims), reps=200)
     return table.loc[0, "verdict"]
+
+
+def _decision(x, y, claims=(BEATS,)) -> str:
+    table = findings_table(_final({("x", "f"): x, ("y", "f"): y}), list(claims), reps=200)
+    return table.loc[0, "decision"]
 
 
 def test_probability_of_improvement_counts_pairs_and_ties_half():
@@ -109,9 +115,10 @@ def test_three_against_three_and_two_against_two_never_hold_or_fail():
 
 def test_six_against_six_complete_separation_holds_for_one_row_and_fails_the_other_way():
     hi, lo = [10 + i for i in range(6)], list(range(6))
-    assert _verdict(hi, lo) == "holds"
-    assert _verdict(lo, hi) == "fails"
-    assert _verdict(hi, lo, [Claim("X < Y", "x", "y", "<")]) == "fails"
+    assert _decision(hi, lo) == "holds"
+    assert _verdict(hi, lo) == "holds (adjusted p 0.0022)"
+    assert _decision(lo, hi) == "fails"
+    assert _decision(hi, lo, [Claim("X < Y", "x", "y", "<")]) == "fails"
 
 
 def test_an_overlapping_six_against_six_is_inconclusive_with_its_adjusted_p():
@@ -136,21 +143,22 @@ def test_a_claim_over_every_family_holds_only_where_every_family_holds():
     hi, lo = [10 + i for i in range(6)], list(range(6))
     both = _final({("x", "a"): hi, ("y", "a"): lo, ("x", "b"): hi, ("y", "b"): lo})
     table = findings_table(both, [BEATS], reps=100).set_index("family")
-    assert table.loc["all 2", "verdict"] == "holds"
+    assert table.loc["all 2", "decision"] == "holds"
+    assert table.loc["all 2", "verdict"] == "holds on 2 of 2"
     one = _final({("x", "a"): hi, ("y", "a"): lo, ("x", "b"): lo, ("y", "b"): hi})
     table = findings_table(one, [BEATS], reps=100).set_index("family")
-    assert table.loc["a", "verdict"] == "holds" and table.loc["all 2", "verdict"] == "fails"
-    assert whole_verdict(["holds", "too few runs (3 vs 3): …"]) == "too few runs"
-    assert whole_verdict(["holds", "inconclusive (adjusted p 0.2)"]) == "inconclusive"
+    assert table.loc["a", "decision"] == "holds" and table.loc["all 2", "decision"] == "fails"
+    assert table.loc["all 2", "verdict"].startswith("fails on 1 of 2: holds on 1 of 2; b fails")
+    assert whole_verdict(["holds", "too few runs (3 vs 3): …"]).startswith("not established")
 
 
 def test_non_inferiority_holds_within_the_margin_and_fails_beyond_it():
     ge = Claim("X ≥ Y", "x", "y", ">=", margin=0.1)
     base = [0.50, 0.51, 0.52, 0.53, 0.54, 0.55]
     slightly_below = [v - 0.04 for v in base]  # worse, but by less than the margin
-    assert _verdict(slightly_below, base, [ge]) == "holds"
+    assert _decision(slightly_below, base, [ge]) == "holds"
     far_below = [v - 0.5 for v in base]
-    assert _verdict(far_below, base, [ge]) == "fails"
+    assert _decision(far_below, base, [ge]) == "fails"
 
 
 def test_the_claims_file_loads_with_margins_and_the_task_count_claims():
@@ -312,5 +320,5 @@ def test_the_task_count_claim_compares_changes_from_35_tasks_not_levels():
     claims = [c for c in load_claims() if c.text.endswith("to 3") or c.x == "macaw"]
     table = findings_table(final, claims, reps=200).set_index("claim")
     mt = table.loc["MACAW degrades less than MT+FT from 35 train tasks to 3"]
-    assert mt["verdict"] == "holds" and mt["comparison"] == "macaw-3 − macaw vs mt-ft-3 − mt-ft"
-    assert table.loc["MACAW > MT+FT on cheetah-vel"]["verdict"] == "fails"  # levels: opposite
+    assert mt["decision"] == "holds" and mt["comparison"] == "macaw-3 − macaw vs mt-ft-3 − mt-ft"
+    assert table.loc["MACAW > MT+FT on cheetah-vel"]["decision"] == "fails"  # levels: opposite

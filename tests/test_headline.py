@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from harness.headline import END, START, headline, splice
-from harness.plots import build_report, paper_levels
+from harness.plots import paper_levels
+from harness.report import build_report
 from harness.runner import load_final_draws, load_online, load_results, load_train_logs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,11 +54,12 @@ def test_the_headline_marks_missing_cells_few_seeds_and_success_rates():
     findings = pd.DataFrame(
         [
             {
+                "hypothesis_family": "src",
                 "claim": "MACAW > offline PEARL",
                 "family": "cheetah-vel",
                 "runs": "6 vs 6",
                 "p_holm": 0.0043,
-                "verdict": "holds",
+                "verdict": "holds (adjusted p 0.0043); MACAW still rising",
             }
         ]
     )
@@ -66,7 +68,8 @@ def test_the_headline_marks_missing_cells_few_seeds_and_success_rates():
     assert "| offline PEARL | −178.3 ± 6.9 | (to run) |" in text
     assert "| offline PEARL −306 | — |" in text
     assert (
-        "| MACAW > offline PEARL | cheetah-vel | 6 vs 6 | **holds** (adjusted p 0.0043) |" in text
+        "| src (1) | MACAW > offline PEARL | cheetah-vel | 6 vs 6 | **holds** (adjusted p 0.0043); "
+        "MACAW still rising |" in text
     )
 
 

@@ -127,7 +127,7 @@ def test_a_run_writes_its_online_curve_and_a_learner_without_one_is_left_out(tmp
 
 
 def test_the_report_draws_the_online_curves_and_tests_the_online_claim(tmp_path):
-    from harness.plots import build_report
+    from harness.report import build_report
 
     rows, online = [], []
     for algo, gain in (("macaw", 1.0), ("pearl", 0.0)):
@@ -137,7 +137,7 @@ def test_the_report_draws_the_online_curves_and_tests_the_online_claim(tmp_path)
                     dict(
                         suite="t",
                         algorithm=algo,
-                        family="point-robot-ood",
+                        family="cheetah-vel-ood",
                         seed=seed,
                         step=step,
                         wall_time=0.0,
@@ -158,7 +158,7 @@ def test_the_report_draws_the_online_curves_and_tests_the_online_claim(tmp_path)
                     dict(
                         suite="t",
                         algorithm=algo,
-                        family="point-robot-ood",
+                        family="cheetah-vel-ood",
                         seed=seed,
                         task=0,
                         round=r,
