@@ -7,6 +7,7 @@ status 2; nothing is overwritten on the way.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -279,6 +280,19 @@ def _dry_run(name, runs, args) -> None:
     )
 
 
+def _checked_device(name: str) -> str:
+    """A torch device this machine has, or a one-line error."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device {name!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available on this machine")
+    return name
+
+
 def _cmd_run(args) -> None:
     import os
 
@@ -302,6 +316,8 @@ def _cmd_run(args) -> None:
 
     seeds = _seeds(args.seeds) if args.seeds else None
     name, runs, raw = load_suite(args.suite, _csv(args.algorithms), _csv(args.families), seeds)
+    if args.device:
+        runs = [dataclasses.replace(r, device=_checked_device(args.device)) for r in runs]
     if args.dry_run:
         _dry_run(name, runs, args)
         return
@@ -436,7 +452,7 @@ def _cmd_evaluate(args) -> None:
     from harness.collect.build import require_dataset
     from harness.datasets import OfflineDataset
     from harness.evaluate import EvalConfig, evaluate, random_scores
-    from harness.runner import RunConfig, select_train_tasks
+    from harness.runner import RunConfig, select_train_tasks, split_view
 
     folder = Path(args.run_dir)
     final = folder / "final.pt"
@@ -446,16 +462,22 @@ def _cmd_evaluate(args) -> None:
             "--no-keep-final)"
         )
     cfg = RunConfig(**json.loads((folder / "config.json").read_text()))
-    family = make_family(cfg.family)
+    family = split_view(make_family(cfg.family), cfg.split)  # a tuning run: its validation tasks
     train = select_train_tasks(family.train_indices, cfg.train_tasks)
     test = family.test_indices
     data_dir = require_dataset(cfg.family, cfg.data_budget, cfg.data_seed, args.root)
     data = OfflineDataset.load(data_dir, tasks=sorted(set(train) | set(test)), skip=cfg.skip)
     cls = learner_class(cfg.algorithm)
+    device = args.device or cfg.device
     learner = cls(
-        family.obs_dim, family.act_dim, len(train), make_config(cls, cfg.learner), seed=cfg.seed
+        family.obs_dim,
+        family.act_dim,
+        len(train),
+        make_config(cls, cfg.learner),
+        device,
+        seed=cfg.seed,
     )
-    learner.load_state_dict(torch.load(final, weights_only=True))
+    learner.load_state_dict(torch.load(final, weights_only=True, map_location=device))
     ecfg = EvalConfig(**{**cfg.eval, "episodes": args.episodes})
     rows = evaluate(learner, family, data, cfg.seed, ecfg, step=cfg.steps)
     random = random_scores(family, test, ecfg.episodes, cfg.seed)
@@ -713,6 +735,12 @@ def make_parser() -> argparse.ArgumentParser:
         "--seeds", help="comma-separated integers or ranges (0,1,2 or 0..5); overrides the suite's"
     )
     run.add_argument("--executor", default="local", help="local | inprocess | ray | slurm")
+    run.add_argument(
+        "--device",
+        default=None,
+        help="torch device for every run, e.g. cuda (default: the suite's [run] device, cpu); "
+        "part of a run's config, so a run resumes on the device it started on",
+    )
     run.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     run.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
     run.add_argument("--slurm-partition", default=None, help="with --executor slurm")
@@ -761,6 +789,9 @@ def make_parser() -> argparse.ArgumentParser:
         "final_draws.csv (the multi-draw final score the reports read)",
     )
     ev.add_argument("--root", type=Path, default=None, help="dataset cache root")
+    ev.add_argument(
+        "--device", default=None, help="torch device to score on (default: the run's own, cpu)"
+    )
     ev.set_defaults(fn=_cmd_evaluate)
 
     rep = sub.add_parser("report", help="rebuild figures and tables from result files only")

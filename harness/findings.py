@@ -51,21 +51,16 @@ import tomllib
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from harness.labels import LABELS
+
 ALPHA = 0.05
 BOOTSTRAP_REPS = 50_000  # rliable's default
 CLAIMS_FILE = Path(__file__).parent / "claims.toml"
 # beyond this many arrangements the permutation distribution (ties only) is sampled, not enumerated
 EXACT_PERMUTATIONS = 200_000
 
-NAMES = {
-    "macaw": "MACAW",
-    "mt-ft": "MT+FT",
-    "meta-bc": "Meta-BC",
-    "pearl": "offline PEARL",
-    "prompt-dt": "Prompt-DT",
-    "focal": "FOCAL",
-}
-"""Display names, in the order reports list algorithms; others show under their own names."""
+NAMES = {key: label.name for key, label in LABELS.items()}
+"""Display names (harness.labels), in the order reports list algorithms."""
 
 SCORES = {
     "last-k": "normalized",

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.aggregate import performance_profile  # noqa: E402
+from harness.labels import color  # noqa: E402
 
 PAPER_LEVELS = Path(__file__).parent / "paper_levels.toml"
 
@@ -33,18 +34,8 @@ def paper_levels() -> dict[str, dict[str, float]]:
     return tomllib.loads(PAPER_LEVELS.read_text())["levels"]
 
 
-COLORS = {
-    "macaw": "#1f77b4",
-    "meta-bc": "#ff7f0e",
-    "mt-ft": "#2ca02c",
-    "pearl": "#d62728",
-    "focal": "#9467bd",
-    "prompt-dt": "#8c564b",
-}
-
-
 def _color(algo: str, i: int) -> str:
-    return COLORS.get(algo, plt.get_cmap("tab10")(6 + i % 4))
+    return color(algo, i)
 
 
 def _save(fig, out: Path, name: str) -> list[str]:

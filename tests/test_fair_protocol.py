@@ -253,3 +253,53 @@ def test_prompt_dt_aims_near_zero_on_all_negative_rewards_as_the_authors_cheetah
     before = float(policy.rtg[0])
     policy.observe(torch.tensor([-1.0]))
     assert float(policy.rtg[0]) > before  # R̂ ← R̂ − r/scale: a negative reward raises it
+
+
+def test_a_tiny_suite_runs_with_device_cpu_through_the_cli_and_unknown_devices_are_refused(
+    tmp_path, data_root
+):
+    from tests.test_harness import cli, run_args, suite_file
+
+    suite = suite_file(
+        tmp_path,
+        """
+        algorithms = ["mt-ft"]
+        families = ["point-robot"]
+        [run]
+        data_budget = "tiny"
+        steps = 4
+        eval_every = 2
+        [learner.mt-ft]
+        width = 16
+        finetune_steps = 1
+        """,
+    )
+    p = cli(*run_args(suite, tmp_path, data_root, "--device", "cpu", "--workers", "1"))
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads(
+        (tmp_path / "r" / "t" / "runs" / "mt-ft__point-robot__seed0" / "config.json").read_text()
+    )
+    assert cfg["device"] == "cpu"
+    bad = cli(*run_args(suite, tmp_path, data_root, "--device", "nonsense", "--dry-run"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--device" in bad.stderr
+
+
+class _Boom:
+    """A pickle that would run code when loaded without ``weights_only``."""
+
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_a_crafted_pickle_in_the_data_cache_is_refused_and_runs_nothing(tmp_path, monkeypatch):
+    from harness.collect.sac import load_resume_state
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "state.pt"
+    torch.save({"agent": _Boom()}, path)
+    with pytest.raises(ValueError, match="refused, it is not a plain resume state"):
+        load_resume_state(path)
+    assert not (tmp_path / "PWNED").exists()
+    plain = {"t": 3, "np_rng": np.random.default_rng(0).bit_generator.state, "ends": [[(2, True)]]}
+    torch.save(plain, path)
+    assert load_resume_state(path) == plain

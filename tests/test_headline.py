@@ -78,3 +78,18 @@ def test_splice_replaces_only_the_block_and_refuses_a_readme_without_one():
     assert splice(text, "NEW") == "intro\nNEW\noutro\n"
     with pytest.raises(ValueError, match="no headline block"):
         splice("intro\noutro\n", "NEW")
+
+
+def test_every_built_in_learner_has_a_display_name_and_a_colour_from_the_one_table():
+    from algorithms import learner_class
+    from algorithms.base import known_learners
+    from harness.labels import LABELS, color, display_name
+
+    built_in = {
+        n for n in known_learners() if learner_class(n).__module__.startswith("algorithms.")
+    }
+    assert built_in <= set(LABELS) and len(built_in) == 6
+    colours = [color(k) for k in LABELS]
+    assert len(set(colours)) == len(colours)  # no two learners share a colour
+    assert display_name("pearl") == "offline PEARL" and display_name("mine") == "mine"
+    assert color("mine", 0) != color("mine", 1)

@@ -273,6 +273,20 @@ class SACBudget:
     so an interrupted build resumes to the same bytes"""
 
 
+def load_resume_state(path: Path) -> dict:
+    """A data build's resume state: tensors, numbers, strings and containers only
+    (``weights_only=True``), so a ``state.pt`` placed in a shared cache cannot run code."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path}: refused, it is not a plain resume state ({str(e).splitlines()[0]}); "
+            "delete it to rebuild that data from the start"
+        ) from None
+
+
 def collect_sac_chunk(family, task_indices: list[int], budget: SACBudget, seed: int, tick=None):
     """Train one SAC agent per task from scratch; return per task its episodes, in order.
 
@@ -405,7 +419,7 @@ def collect_conditioned_chunk(
     t_done, credit, wall = 0, 0.0, 0.0
     state_path = Path(state_dir) / "state.pt" if state_dir is not None else None
     if state_path is not None and state_path.exists():
-        st = torch.load(state_path, weights_only=False)
+        st = load_resume_state(state_path)
         agent.load_state_dict(st["agent"])
         torch.set_rng_state(st["torch_rng"])
         rng.bit_generator.state = st["np_rng"]
