@@ -159,6 +159,7 @@ def rollout_batch(
     # float32, as the per-row ``actions[i] * float(high)`` NumPy computes (a Python float
     # multiplies a float32 array in float32), so one product for all rows gives the same bits
     scales = np.array([[env.action_space.high[0]] for env in envs], dtype=np.float32)
+    act_dim = envs[0].action_space.shape[0]
     returns = np.zeros((episodes, n))
     successes = np.zeros((episodes, n))
     everyone = np.arange(n)
@@ -171,7 +172,14 @@ def rollout_batch(
             # a fresh float32 copy (a policy may keep it), rounded as torch.as_tensor rounds
             x = torch.from_numpy(obs.astype(np.float32)).to(device)
             stepped = active.tolist()
-            actions = batch.act(x, stepped).cpu().numpy()
+            actions = batch.act(x, stepped)
+            if tuple(actions.shape) != (n, act_dim):  # never broadcast a wrong shape into a score
+                raise ValueError(
+                    f"learner {name}: its policies' actions came out shaped "
+                    f"{tuple(actions.shape)} for {n} environments, expected {(n, act_dim)}: "
+                    f"a policy's act must return [B, {act_dim}] for obs [B, obs_dim]"
+                )
+            actions = actions.cpu().numpy()
             idx = everyone if all(stepped) else np.flatnonzero(active)
             env_actions = _checked_actions(actions[idx], name) * scales[idx]
             o, r, done, won = _step(envs, idx, env_actions)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -221,7 +222,14 @@ def split_view(family, split: str):
 
 def code_version() -> str:
     """The code a run segment was made with: ``git describe --always --dirty`` of the
-    project's repository, else the installed package's version."""
+    project's repository as this process loaded it (read once, when this module is imported:
+    a long-lived worker keeps running the code it imported, whatever the checkout says later),
+    else the installed package's version."""
+    return _loaded_code()
+
+
+@functools.cache
+def _loaded_code() -> str:
     import subprocess
     from importlib import metadata
 
@@ -257,6 +265,9 @@ def record_segment(out: Path, step: int, version: str | None = None) -> None:
         return {"segments": [*old.get("segments", []), entry]}
 
     update_json(out / PROVENANCE, merge)
+
+
+_loaded_code()  # at import: the code this process runs
 
 
 def run_codes(out: Path) -> list[str]:
