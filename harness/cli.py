@@ -540,6 +540,11 @@ def _cmd_report(args) -> None:
         from harness.headline import splice
 
         splice(args.readme.read_text(), "")
+    claims = None
+    if args.claims is not None:  # refused before any work, in one line
+        from harness.findings import CLAIMS, own_claims
+
+        claims = CLAIMS + own_claims(args.claims)
     rows = load_results(dirs)
     if args.against is not None:
         _refuse_foreign_runs(rows, args.against)
@@ -553,6 +558,7 @@ def _cmd_report(args) -> None:
         load_online(dirs),
         declared=declaration(rows, dirs),
         provenance=load_provenance(dirs),
+        claims=claims,
     )
     print(f"report: {out / 'README.md'}")
     if args.readme is not None:
@@ -815,6 +821,13 @@ def make_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="also rewrite this file's headline block (score and verdict tables) from the report",
+    )
+    rep.add_argument(
+        "--claims",
+        type=Path,
+        default=None,
+        help="a TOML file of your own [[claim]] tables (as harness/claims.toml), tested beside "
+        "the built-in ones in hypothesis families of their own",
     )
     rep.set_defaults(fn=_cmd_report)
 

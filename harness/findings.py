@@ -176,6 +176,27 @@ def _task_count_claims() -> list[Claim]:
 CLAIMS: list[Claim] = load_claims()
 
 
+def own_claims(path: Path) -> list[Claim]:
+    """A user's claims file (``[[claim]]`` tables as ``harness/claims.toml``), tested beside the
+    built-in claims. Its claims are in ``own claims`` unless they name a hypothesis family of
+    their own; joining a built-in family is refused, since it would move that source's verdicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no claims file {path}")
+    try:
+        claims = load_claims(path, with_task_count=False)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: malformed TOML: {e}") from None
+    builtin = {c.hypothesis_family for c in CLAIMS}
+    for c in claims:
+        if c.hypothesis_family in builtin:
+            raise ValueError(
+                f"{path}: claim {c.text!r} names the built-in hypothesis family "
+                f"{c.hypothesis_family!r}; a claim of your own goes in a family of its own"
+            )
+    return claims
+
+
 # -- effect size --------------------------------------------------------------------------------
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
     """P(X > Y) + ½ P(X = Y) over all pairs of runs."""

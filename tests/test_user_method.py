@@ -56,3 +56,24 @@ def test_a_policy_with_the_wrong_action_shape_is_refused_not_scored(data, kind):
     learner = WrongShape(family.obs_dim, family.act_dim, 3)
     with pytest.raises(ValueError, match=r"actions came out shaped .* expected \(\d+, 2\)"):
         evaluate(learner, family, data, 0, EvalConfig(final_draws=0))
+
+
+def test_own_claims_join_the_report_in_their_own_family_and_cannot_join_a_built_in_one(tmp_path):
+    from harness.findings import CLAIMS, Declaration, findings_table, own_claims
+    from tests.test_verdicts import HI, LO, _final
+
+    path = tmp_path / "mine.toml"
+    path.write_text('[[claim]]\ntext = "mine > macaw"\nx = "mine"\ny = "macaw"\nrelation = ">"\n')
+    mine = own_claims(path)
+    assert [c.hypothesis_family for c in mine] == ["own claims"]
+    final = _final({("mine", "cheetah-vel"): HI, ("macaw", "cheetah-vel"): LO})
+    declared = Declaration(frozenset({"mine", "macaw"}), ("cheetah-vel",))
+    table = findings_table(final, CLAIMS + mine, reps=50, declared=declared).set_index("claim")
+    assert table.loc["mine > macaw", "decision"] == "holds"
+    assert table.loc["mine > macaw", "family_rows"] == 1
+    path.write_text(path.read_text() + 'hypothesis_family = "macaw-figure-3"\n')
+    with pytest.raises(ValueError, match="built-in hypothesis family 'macaw-figure-3'"):
+        own_claims(path)
+    path.write_text('[[claim]]\ntext = "x"\nx = "a"\nrelation = ">"\n')
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['y'\]"):
+        own_claims(path)
