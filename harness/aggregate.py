@@ -408,7 +408,11 @@ def noise_split(draws: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
                 "eval_sd": eval_sd,
                 "seed_sd": seed_sd,
                 "eval_share_point": within / (within + seed_var) if within + seed_var else 0.0,
-                "eval_share_multi_draw": (within / n_draws) / between if between else np.nan,
+                "eval_share_multi_draw": (
+                    (within / n_draws) / (within / n_draws + seed_var)
+                    if within / n_draws + seed_var
+                    else 0.0
+                ),
                 "draw_se_over_seed_sd": se / seed_sd if seed_sd > 0 else np.inf,
                 "draws_for_a_third": (math.ceil(9 * within / seed_var) if seed_var > 0 else np.nan),
                 "eval_sd_raw": math.sqrt(within),

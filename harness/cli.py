@@ -626,7 +626,7 @@ def _cmd_tune(args) -> None:
     from harness.findings import SCORES
     from harness.report import declaration
     from harness.runner import load_final_draws, load_results
-    from harness.tune import choose, describe_choice, tuning_table, write_choice
+    from harness.tune import choose, describe_choice, display, tuning_table, write_choice
 
     if not args.results_dir.is_dir():
         raise FileNotFoundError(f"no results folder {args.results_dir}")
@@ -640,8 +640,9 @@ def _cmd_tune(args) -> None:
     if table.empty:
         raise ValueError(f"{args.results_dir}: no runs labelled as grid points (e.g. macaw@3e-04)")
     choice = choose(table)
-    print(to_markdown(table))
-    print(f"choice ({declared.primary_score} on validation tasks): {describe_choice(choice)}")
+    grid = tuple(sorted(table["lr"].unique()))
+    print(to_markdown(display(table)))
+    print(f"choice ({declared.primary_score} on validation tasks): {describe_choice(choice, grid)}")
     if args.write is not None:
         pending = sorted(a for a, v in choice.items() if v is None)
         if pending:

@@ -573,9 +573,16 @@ def _whole_claims(table: pd.DataFrame) -> pd.DataFrame:
                 "runs": "",
                 "family_rows": g["family_rows"].iloc[0],
                 "decision": decision,
-                "fragile": ", ".join(sorted({f for f in g["fragile"] if f})),
+                "fragile": ", ".join(
+                    sorted({f.strip() for v in g["fragile"] if v for f in v.split(",")})
+                ),
                 "moving": "",
-                "verdict": verdict,
+                "verdict": verdict
+                + (
+                    "; fragile rows: " + ", ".join(g.loc[g["fragile"] != "", "family"])
+                    if (g["fragile"] != "").any()
+                    else ""
+                ),
             }
         )
     return pd.DataFrame(rows, columns=FINDINGS_COLUMNS)
@@ -608,11 +615,17 @@ def findings_by_budget(
     run table scored on each curve up to that point (last-k; the caller truncates the curves),
     with a ``step`` column (the last step used). Holm within each hypothesis family, as at the
     end; rows on a per-run score without a curve (``online_gain``) are left out."""
-    claims = [c for c in (CLAIMS if claims is None else claims) if c.score == "normalized"]
+    claims = CLAIMS if claims is None else claims
     out = []
     for q, final in sorted(scores_at.items()):
         decl = declared or Declaration.of_runs(final)
-        for r in decide(claim_rows(final, claims, decl, "normalized"), alpha):
+        rows = claim_rows(final, claims, decl, "normalized")
+        for r in rows:  # a per-run score without a curve counts in its family as not run
+            if r["claim"].score != "normalized":
+                r["x"], r["y"] = np.array([]), np.array([])
+        for r in decide(rows, alpha):
+            if r["claim"].score != "normalized":
+                continue
             sub = final[final["family"] == r["family"]]
             out.append(
                 {
@@ -630,33 +643,30 @@ def findings_by_budget(
     return pd.DataFrame(out, columns=BUDGET_COLUMNS)
 
 
-def unstable_rows(by_budget: pd.DataFrame) -> set[tuple[str, str]]:
-    """(claim, family) rows whose decision differs between the last two checkpoints."""
-    out = set()
-    for key, g in by_budget.groupby(["claim", "family"], sort=False):
+def unstable_rows(by_budget: pd.DataFrame) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """(hypothesis family, claim, family) → (decision at the checkpoint before the last, at the
+    last) for the rows whose two differ (both under last-k)."""
+    out = {}
+    for key, g in by_budget.groupby(["hypothesis_family", "claim", "family"], sort=False):
         d = g.sort_values("checkpoint")["decision"].tolist()
         if len(d) >= 2 and d[-1] != d[-2]:
-            out.add(key)
+            out[key] = (d[-2], d[-1])
     return out
 
 
 def mark_unstable(findings: pd.DataFrame, by_budget: pd.DataFrame) -> pd.DataFrame:
-    """``findings`` with an ``unstable`` column and the word in the verdicts of those rows."""
+    """``findings`` with an ``unstable`` column and the change in the verdicts of those rows.
+    The checkpoints read the last-k score (the only one every point of a curve has), so the
+    note names it."""
     unstable = unstable_rows(by_budget)
     f = findings.copy()
-    f["unstable"] = [(r.claim, r.family) in unstable for r in f.itertuples()]
-    prior = {
-        (r.claim, r.family): r.decision
-        for r in by_budget[by_budget["checkpoint"] < 1.0]
-        .sort_values("checkpoint")
-        .groupby(["claim", "family"])
-        .tail(1)
-        .itertuples()
-    }
+    keys = list(zip(f["hypothesis_family"], f["claim"], f["family"], strict=True))
+    f["unstable"] = [k in unstable for k in keys]
     f["verdict"] = [
-        f"{r.verdict}; unstable: {prior[(r.claim, r.family)]} at the previous checkpoint"
-        if r.unstable
-        else r.verdict
-        for r in f.itertuples()
+        f"{v}; unstable: {unstable[k][0]} at 3/4 of the budget, {unstable[k][1]} at its end "
+        "(last-k)"
+        if k in unstable
+        else v
+        for v, k in zip(f["verdict"], keys, strict=True)
     ]
     return f

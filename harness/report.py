@@ -62,7 +62,7 @@ from harness.plots import (
 )
 from harness.power import describe, plan_table
 from harness.suite import DECLARATION, builtin_grid
-from harness.tune import choose, describe_choice, parse_label, tuning_table
+from harness.tune import choose, describe_choice, display, parse_label, tuning_table
 
 NOTES = "NOTES.md"
 """Kept by hand in a report folder (a campaign log, data notes): survives rebuilds."""
@@ -393,9 +393,9 @@ def tell(
             "Validation score (the primary score, normalised, on validation tasks held out "
             "from the train tasks; never a test task) per outer-rate grid value, mean ± SE over "
             "seeds (`tuning.csv`); the rule picks the highest mean (harness/tune.py). "
-            f"**Choice**: {describe_choice(choice)}.",
+            f"**Choice**: {describe_choice(choice, tuple(sorted(a.tuning['lr'].unique())))}.",
             "",
-            to_markdown(a.tuning),
+            to_markdown(display(a.tuning)),
             "",
             "![tuning](tuning.png)",
             "",

@@ -222,9 +222,9 @@ def split_view(family, split: str):
 
 def code_version() -> str:
     """The code a run segment was made with: ``git describe --always --dirty`` of the
-    project's repository as this process loaded it (read once, when this module is imported:
-    a long-lived worker keeps running the code it imported, whatever the checkout says later),
-    else the installed package's version."""
+    project's repository (a dirty tree adds a hash of its diff) as this process loaded it
+    (read once, when this module is imported: a long-lived worker keeps running the code it
+    imported, whatever the checkout says later), else the installed package's version."""
     return _loaded_code()
 
 
@@ -235,15 +235,17 @@ def _loaded_code() -> str:
 
     root = Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return out.stdout.strip()
+
+        def git(*args: str) -> str:
+            return subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, timeout=10, check=True
+            ).stdout.decode(errors="replace")
+
+        version = git("describe", "--always", "--dirty").strip()
+        if version.endswith("-dirty"):  # which uncommitted state: a hash of the diff
+            diff = git("diff", "HEAD", "--binary").encode()
+            version += "+" + hashlib.sha256(diff).hexdigest()[:10]
+        return version
     except (OSError, subprocess.SubprocessError):
         try:
             return "package " + metadata.version("offline-meta-rl-bench")

@@ -248,6 +248,12 @@ def _tune_grid(path: Path, table: Any) -> tuple[float, ...]:
         or not all(isinstance(g, float) and g > 0 for g in grid)
     ):
         raise SuiteError(f"{path} [tune] grid = {grid!r}: expected a list of positive floats")
+    inexact = [g for g in grid if float(f"{g:.0e}") != g]
+    if inexact:  # a label names its grid point exactly (macaw@3e-04)
+        raise SuiteError(
+            f"{path} [tune] grid: {inexact} have more than one significant digit; use values "
+            "such as 1e-4, 3e-4, 1e-3"
+        )
     return tuple(grid)
 
 

@@ -49,8 +49,12 @@ def scaled_rates(algorithm: str, value: float) -> dict[str, float]:
 
 
 def grid_label(algorithm: str, value: float) -> str:
-    """The variant label of one grid point, e.g. ``macaw@3e-04``."""
-    return f"{algorithm}@{value:.0e}"
+    """The variant label of one grid point, e.g. ``macaw@3e-04`` (grid values have one
+    significant digit, so the label names the value exactly; suites are checked for it)."""
+    label = f"{algorithm}@{value:.0e}"
+    if float(f"{value:.0e}") != value:
+        raise ValueError(f"grid value {value!r}: use one significant digit (e.g. 3e-4)")
+    return label
 
 
 def grid_runs(runs: list[RunConfig], grid: tuple[float, ...] = GRID) -> list[RunConfig]:
@@ -100,10 +104,16 @@ def tuning_table(final: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def choose(
-    table: pd.DataFrame, grid: tuple[float, ...] = GRID, seeds: int = 2
+    table: pd.DataFrame, grid: tuple[float, ...] | None = None, seeds: int | None = None
 ) -> dict[str, float | None]:
     """algorithm → the chosen grid value: the highest mean validation score, an exact tie to the
-    smaller rate; ``None`` until every grid point has ``seeds`` finished runs."""
+    smaller rate; ``None`` until every grid point has ``seeds`` finished runs. By default the
+    grid is every value any algorithm ran and ``seeds`` the most any point has: every
+    algorithm is chosen on the same grid and the same number of seeds."""
+    if table.empty:
+        return {}
+    grid = tuple(sorted(table["lr"].unique())) if grid is None else grid
+    seeds = int(table["seeds"].max()) if seeds is None else seeds
     out: dict[str, float | None] = {}
     for algo, g in table.groupby("algorithm"):
         complete = set(g.loc[g["seeds"] >= seeds, "lr"]) >= set(grid)
@@ -149,7 +159,22 @@ def write_choice(suite: Path, choice: dict[str, float], report: str = "reports/t
     Path(suite).write_text(text)
 
 
-def describe_choice(choice: dict[str, Any]) -> str:
-    return ", ".join(
-        f"{a} {'pending' if v is None else f'{v:g}'}" for a, v in sorted(choice.items())
-    )
+def describe_choice(choice: dict[str, Any], grid: tuple[float, ...] | None = None) -> str:
+    """One line; a choice at an end of the grid says so (the best rate may lie beyond it)."""
+
+    def one(a: str, v: float | None) -> str:
+        if v is None:
+            return f"{a} pending"
+        edge = ""
+        if grid and v == max(grid):
+            edge = " (the grid's largest: the best rate may lie above it)"
+        elif grid and v == min(grid):
+            edge = " (the grid's smallest: the best rate may lie below it)"
+        return f"{a} {v:g}{edge}"
+
+    return "; ".join(one(a, v) for a, v in sorted(choice.items()))
+
+
+def display(table: pd.DataFrame) -> pd.DataFrame:
+    """The tuning table with each grid value written as its label writes it (1e-04)."""
+    return table.assign(lr=table["lr"].map(lambda v: f"{v:.0e}"))

@@ -160,7 +160,11 @@ def test_the_tuning_rule_moves_outer_rates_together_and_picks_the_best_mean():
     )
     # a: the best mean; b: a tie goes to the smaller rate; c: a grid point missing, pending
     assert choose(table) == {"a": 3e-4, "b": 1e-4, "c": None}
-    assert choose(table.assign(seeds=1))["a"] is None  # two seeds per point, or pending
+    fewer = table.assign(seeds=[1, 2, 2] + [2] * 5)  # one point short of the others' seeds
+    assert choose(fewer)["a"] is None and choose(fewer)["b"] == 1e-4
+    assert choose(table, grid=(3e-4, 1e-3, 3e-3))["a"] is None  # the suite's own grid
+    with pytest.raises(ValueError, match="one significant digit"):
+        grid_label("macaw", 2.5e-4)  # would be labelled 3e-04: refused, never conflated
 
 
 def test_the_choice_is_written_into_the_suite_keeping_its_other_keys(tmp_path):

@@ -184,7 +184,9 @@ def test_a_row_whose_last_two_checkpoints_differ_is_unstable():
     assert by_budget["decision"].tolist() == ["inconclusive", "holds"]
     findings = mark_unstable(findings_table(at[1.0], [claim], reps=100), by_budget)
     assert bool(findings.loc[0, "unstable"])
-    assert findings.loc[0, "verdict"].endswith("unstable: inconclusive at the previous checkpoint")
+    assert findings.loc[0, "verdict"].endswith(
+        "unstable: inconclusive at 3/4 of the budget, holds at its end (last-k)"
+    )
     steady = {q: at[1.0] for q in (0.75, 1.0)}
     findings = mark_unstable(
         findings_table(at[1.0], [claim], reps=100), findings_by_budget(steady, [claim])
