@@ -29,45 +29,38 @@ LOCK_TIMEOUT_S = 120.0
 """How long an update waits for another writer's lock before giving up with an error."""
 
 
-def atomic_write(path: Path, content: str | bytes | Callable[[IO[Any]], None]) -> None:
-    """Write ``path`` whole or not at all: a unique temporary file, fsync, rename.
-
-    ``content`` is the text or bytes to write, or a function that writes into the open file
-    (binary mode for ``torch.save``-style writers is chosen by passing bytes or a callable that
-    expects a binary file: callables get a binary file)."""
+def _write_replacing(path: Path, mode: str, write: Callable[[IO[Any]], None]) -> None:
+    """The one atomic writer: a unique temporary file in the target's folder, written by
+    ``write``, flushed and fsynced, then renamed over ``path``; removed if anything fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(content, str):
-                f.write(content.encode())
-            elif isinstance(content, bytes):
-                f.write(content)
-            else:
-                content(f)
+        with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: Path, content: str | bytes | Callable[[IO[Any]], None]) -> None:
+    """Write ``path`` whole or not at all. ``content``: text, bytes, or a function that writes
+    into the open binary file (``torch.save``, a zip writer)."""
+    if isinstance(content, str):
+        data = content.encode()
+        _write_replacing(path, "wb", lambda f: f.write(data))
+    elif isinstance(content, bytes):
+        _write_replacing(path, "wb", lambda f: f.write(content))
+    else:
+        _write_replacing(path, "wb", content)
 
 
 def atomic_write_text(path: Path, writer: Callable[[IO[str]], None]) -> None:
     """:func:`atomic_write` for a function that writes text (``csv`` writers): newline-exact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_replacing(path, "w", writer)
 
 
 def write_json(path: Path, obj: Any, indent: int | None = 2) -> None:

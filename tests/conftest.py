@@ -22,3 +22,13 @@ def tiny_sac_budget():
     from harness.collect.sac import SACBudget, SACConfig
 
     return SACBudget(60, warmup_steps=20, chunk_size=25, sac=SACConfig(hidden=16, batch_size=32))
+
+
+@pytest.fixture(scope="session")
+def tiny_point_robot(tmp_path_factory):
+    """A dataset cache holding point-robot's tiny build (one per test session)."""
+    from harness.collect.build import build
+
+    root = tmp_path_factory.mktemp("tiny-point-robot")
+    build("point-robot", "tiny", 0, root, workers=2, progress=False)
+    return root

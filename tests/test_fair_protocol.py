@@ -12,7 +12,7 @@ import torch
 from algorithms import learner_class, make_config
 from algorithms.batch import Transitions
 from envs import make_family
-from harness.collect.build import build, dataset_dir
+from harness.collect.build import dataset_dir
 from harness.datasets import OfflineDataset, transitions_hash
 from harness.evaluate import EvalConfig, evaluate, make_eval_envs
 from harness.runner import (
@@ -39,10 +39,8 @@ SMALL = {
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    build("point-robot", "tiny", 0, root, workers=2, progress=False)
-    return root
+def data_root(tiny_point_robot):
+    return tiny_point_robot
 
 
 def test_every_learner_adapts_on_the_same_whole_trajectories_for_a_task_and_draw(data_root):
@@ -184,21 +182,20 @@ def test_the_choice_is_written_into_the_suite_keeping_its_other_keys(tmp_path):
     assert suite.read_text().count("reports/tuning/") == 2
 
 
+def _tiny_mt_ft(**run) -> RunConfig:
+    """A few-step MT+FT run on the tiny point-robot data."""
+    learner = {"width": 16, "finetune_steps": 1}
+    return RunConfig(
+        "s", "mt-ft", "point-robot", 0, eval_every=2, data_budget="tiny", learner=learner, **run
+    )
+
+
 def test_a_run_started_at_one_commit_resumes_at_another_and_records_both(
     tmp_path, data_root, monkeypatch
 ):
     import harness.runner as runner
 
-    cfg = RunConfig(
-        "s",
-        "mt-ft",
-        "point-robot",
-        0,
-        steps=8,
-        eval_every=2,
-        data_budget="tiny",
-        learner={"width": 16, "finetune_steps": 1},
-    )
+    cfg = _tiny_mt_ft(steps=8)
     monkeypatch.setattr(runner, "code_version", lambda: "aaaaaaa")
     execute_run(cfg, tmp_path, data_root, stop_after_evals=2)
     monkeypatch.setattr(runner, "code_version", lambda: "bbbbbbb-dirty")
@@ -221,17 +218,7 @@ def test_runs_made_before_the_split_field_keep_their_identity():
 
 
 def test_a_validation_run_never_evaluates_a_test_task(tmp_path, data_root):
-    cfg = RunConfig(
-        "s",
-        "mt-ft",
-        "point-robot",
-        0,
-        steps=2,
-        eval_every=2,
-        data_budget="tiny",
-        learner={"width": 16, "finetune_steps": 1},
-        split="validation",
-    )
+    cfg = _tiny_mt_ft(steps=2, split="validation")
     out = execute_run(cfg, tmp_path, data_root)
     tasks = set(pd.read_csv(out / "metrics.csv")["task"])
     family = make_family("point-robot")

@@ -5,16 +5,14 @@ import torch
 
 from algorithms import OfflineMetaLearner, Policy
 from envs import make_family
-from harness.collect.build import build, dataset_dir
+from harness.collect.build import dataset_dir
 from harness.datasets import OfflineDataset
 from harness.evaluate import EvalConfig, evaluate
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    build("point-robot", "tiny", 0, root, workers=2, progress=False)
-    return OfflineDataset.load(dataset_dir("point-robot", "tiny", 0, root))
+def data(tiny_point_robot):
+    return OfflineDataset.load(dataset_dir("point-robot", "tiny", 0, tiny_point_robot))
 
 
 SHAPES = {
