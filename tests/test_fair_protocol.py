@@ -72,26 +72,39 @@ def test_every_learner_adapts_on_the_same_whole_trajectories_for_a_task_and_draw
 
 
 def _training_prompts(ds: OfflineDataset, train: list[int], cfg) -> Transitions:
-    gen = torch.Generator().manual_seed(0)
-    batches = [
-        ds.meta_batch(
-            train[:5],
-            list(range(5)),
-            cfg.inner_batch,
-            cfg.outer_batch,
-            gen,
-            outer_segment=cfg.outer_segment,
-            inner_sampling=cfg.inner_sampling,
-            inner_segment=cfg.inner_segment,
-        ).inner
-        for _ in range(20)
-    ]
-    return Transitions.cat([b.map(lambda x: x.reshape(-1, *x.shape[2:])) for b in batches])
+    """Every prompt training can draw: the last H rows of every episode of every train task
+    (``inner_sampling = "episode_ends"``), checked against what the sampler draws."""
+    H = cfg.inner_segment
+    parts = []
+    for t in train:
+        tr, pos = ds.task_transitions(t), ds.position(t)
+        starts = ds.episode_starts[pos]
+        ends = np.append(starts[1:], int(ds.lengths[pos]))
+        rows = np.concatenate([np.arange(e - H, e) for e in ends if e - H >= 0])
+        parts.append(tr.map(lambda x, rows=rows: x[torch.as_tensor(rows)]))
+    every = Transitions.cat(parts)
+    drawn = ds.meta_batch(
+        train[:5],
+        list(range(5)),
+        cfg.inner_batch,
+        cfg.outer_batch,
+        torch.Generator().manual_seed(0),
+        outer_segment=cfg.outer_segment,
+        inner_sampling=cfg.inner_sampling,
+        inner_segment=H,
+    ).inner
+    assert set(drawn.timestep.flatten().tolist()) <= set(every.timestep.tolist())
+    return every
 
 
 @pytest.mark.parametrize(("n_trajectories", "inside"), [(2, True), (None, False)])
-def test_prompt_dt_test_prompts_lie_in_its_training_prompts_ranges(n_trajectories, inside):
-    ds, train, test, _ = make_dataset(n_train=8, n_test=3, n_episodes=12)
+def test_prompt_dt_test_prompts_lie_in_its_training_prompts_ranges(
+    data_root, n_trajectories, inside
+):
+    # point-robot's own generated data (SAC buffers), its train and test tasks
+    family = make_family("point-robot")
+    train, test = list(family.train_indices), list(family.test_indices)
+    ds = OfflineDataset.load(dataset_dir("point-robot", "tiny", 0, data_root))
     cls = learner_class("prompt-dt")
     learner = cls(2, 2, len(train), make_config(cls, {"embed_dim": 16}))
     learner.observe_train_data(ds.train_statistics(train))
@@ -101,7 +114,9 @@ def test_prompt_dt_test_prompts_lie_in_its_training_prompts_ranges(n_trajectorie
     ok = []
     for t in test:
         for step in range(0, 1000, 250):
-            sup = ds.adaptation_set(t, 0, n_trajectories=n_trajectories, step=step, family="p")
+            sup = ds.adaptation_set(
+                t, 0, n_trajectories=n_trajectories, step=step, family="point-robot"
+            )
             rtg, _obs, _act, timestep = learner.prompt_from(sup)
             rtg = rtg * learner.return_scale
             ok.append(
@@ -125,7 +140,7 @@ def test_every_comparing_suite_adapts_on_fewer_than_five_shared_trajectories():
 VALIDATED = ["point-robot", "cheetah-vel", "cheetah-vel-ood", "ant-dir", "walker-params"]
 
 
-@pytest.mark.parametrize("name", [*VALIDATED, "ml1-reach", "ml10"])
+@pytest.mark.parametrize("name", [*VALIDATED, "ml1-reach", "ml10", "ml45"])
 def test_validation_tasks_never_include_a_test_task(name):
     family = make_family(name)
     if set(family.train_indices) & set(family.test_indices):
