@@ -322,3 +322,13 @@ def test_the_task_count_claim_compares_changes_from_35_tasks_not_levels():
     mt = table.loc["MACAW degrades less than MT+FT from 35 train tasks to 3"]
     assert mt["decision"] == "holds" and mt["comparison"] == "macaw-3 − macaw vs mt-ft-3 − mt-ft"
     assert table.loc["MACAW > MT+FT on cheetah-vel"]["decision"] == "fails"  # levels: opposite
+
+
+def test_the_trial_holm_of_needed_threshold_equals_statsmodels():
+    from harness.findings import holm_adjusted
+
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 5, 13, 30):
+        p = rng.uniform(0, 0.2, m)
+        p[: m // 3] = 2 / 924  # ties, as complete separations give
+        assert holm_adjusted(p) == pytest.approx(multipletests(p, method="holm")[1])
