@@ -515,9 +515,7 @@ def _launch_grid(raw: dict, runs) -> dict:
 
     grid = declared_grid(raw)
     names = {r.label or learner_class(r.algorithm).name for r in runs}
-    # a tuning suite's runs are its grid points (macaw@3e-04), never the bare algorithms
-    listed = set() if "tune" in raw else {a for a in grid["algorithms"] if ":" not in a}
-    grid["algorithms"] = sorted(listed | names)
+    grid["algorithms"] = sorted({a for a in grid["algorithms"] if ":" not in a} | names)
     grid["families"] = list(dict.fromkeys([*grid["families"], *(r.family for r in runs)]))
     return grid
 

@@ -533,14 +533,9 @@ def _moving_arms(trends: pd.DataFrame | None) -> dict[tuple[str, str], str]:
     }
 
 
-def whole_verdict(rows: pd.DataFrame | list[str]) -> str:
+def whole_verdict(rows: pd.DataFrame) -> str:
     """A claim over several families: holds only where every family's row holds; else its
-    breakdown. ``rows``: the claim's per-family rows (family, decision, p_holm), or decisions."""
-    if not isinstance(rows, pd.DataFrame):
-        rows = pd.DataFrame(
-            {"family": [f"row {i + 1}" for i in range(len(rows))], "decision": list(rows)}
-        ).assign(p_holm=np.nan)
-        rows["decision"] = rows["decision"].map(_decision_word)
+    breakdown. ``rows``: the claim's per-family rows (family, decision, p_holm)."""
     n = len(rows)
     held = int((rows["decision"] == "holds").sum())
     others = [
@@ -558,13 +553,6 @@ def whole_verdict(rows: pd.DataFrame | list[str]) -> str:
     failed = rows[rows["decision"] == "fails"]
     head = f"fails on {len(failed)} of {n}" if len(failed) else "not established"
     return f"{head}: holds on {held} of {n}; " + "; ".join(others)
-
-
-def _decision_word(verdict: str) -> str:
-    for word in ("holds", "fails", "inconclusive", "too few runs", "not run"):
-        if str(verdict).startswith(word):
-            return word
-    return str(verdict)
 
 
 def _whole_claims(table: pd.DataFrame) -> pd.DataFrame:

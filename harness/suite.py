@@ -47,7 +47,7 @@ from envs import make_family
 from harness.evaluate import EvalConfig
 from harness.findings import DEFAULT_PRIMARY, SCORES
 from harness.runner import RunConfig
-from harness.tune import GRID, grid_runs
+from harness.tune import GRID, grid_label, grid_runs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -260,8 +260,14 @@ def _tune_grid(path: Path, table: Any) -> tuple[float, ...]:
 def declared_grid(raw: dict[str, Any]) -> dict[str, Any]:
     """What a suite declares for its verdicts before any run: its algorithms (variant labels
     as results name them), task families and primary score (``harness.findings.Declaration``)."""
+    algorithms = list(raw.get("algorithms", []))
+    if (
+        "tune" in raw
+    ):  # a tuning suite's runs are its grid points (macaw@3e-04), never the bare names
+        grid = raw["tune"].get("grid", list(GRID))
+        algorithms = [grid_label(a, g) for a in algorithms for g in grid]
     return {
-        "algorithms": sorted(raw.get("algorithms", [])),
+        "algorithms": sorted(algorithms),
         "families": list(raw.get("families", [])),
         "primary_score": raw.get("primary_score", DEFAULT_PRIMARY),
     }
